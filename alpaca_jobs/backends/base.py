@@ -1,0 +1,77 @@
+"""The backend interface: one spec in, a rendered submission out, then a job handle.
+
+``render`` is pure (what ``--dry-run`` prints is exactly what ``submit`` sends); side effects
+live in ``submit``. Handles are saved as ``<run_dir>/handle.json`` so that ``status``,
+``logs`` and ``cancel`` work from any later shell.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alpaca_jobs.spec import LoadedSpec
+
+# The function each job kind runs in its worker processes (imported there, not here).
+JOB_ENTRYPOINTS = {"train": "alpaca_jobs.train.worker:train_job"}
+HANDLE_FILE = "handle.json"
+
+
+def new_run_id(name: str) -> str:
+    return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+@dataclass(frozen=True)
+class Submission:
+    backend: str
+    run_id: str
+    run_dir: Path
+    payload: dict[str, Any]
+    params: dict[str, Any]
+    text: str  # exactly what would be submitted, for --dry-run
+
+
+@dataclass
+class JobHandle:
+    run_id: str
+    backend: str
+    job_id: str
+    run_dir: str
+    logs: list[str] = field(default_factory=list)
+    submitted_at: str = ""
+
+    def save(self) -> None:
+        from alpaca_jobs.train.checkpoint import atomic_write
+
+        atomic_write(Path(self.run_dir) / HANDLE_FILE, json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, run_dir: Path) -> JobHandle:
+        return cls(**json.loads((run_dir / HANDLE_FILE).read_text()))
+
+
+class Backend(ABC):
+    name: str
+
+    @abstractmethod
+    def render(self, loaded: LoadedSpec, run_id: str) -> Submission: ...
+
+    @abstractmethod
+    def submit(self, sub: Submission) -> JobHandle: ...
+
+    @abstractmethod
+    def status(self, handle: JobHandle) -> str: ...
+
+    @abstractmethod
+    def logs(self, handle: JobHandle, rank: int = 0) -> str: ...
+
+    @abstractmethod
+    def cancel(self, handle: JobHandle) -> None: ...
+
+    def preflight(self, loaded: LoadedSpec) -> None:  # noqa: B027 - optional hook
+        """Checks that can fail before anything is submitted (paths visible from here, ...)."""

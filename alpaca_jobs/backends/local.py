@@ -1,0 +1,114 @@
+"""Local backend: submitit's LocalExecutor, one task per worker process, on this machine.
+
+The same submission path as Slurm (submitit, one task per process, torch.distributed env from
+submitit's job environment), so a job that runs here runs there. Cancelling sends SIGTERM to
+submitit's controller, which forwards it to the workers: they checkpoint and stop, and a
+later ``submit --run-id <same id>`` resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import yaml
+
+from alpaca_jobs.backends.base import JOB_ENTRYPOINTS, Backend, JobHandle, Submission
+from alpaca_jobs.ops.records import load_record
+from alpaca_jobs.spec import LoadedSpec
+
+
+class LocalBackend(Backend):
+    name = "local"
+
+    def render(self, loaded: LoadedSpec, run_id: str) -> Submission:
+        spec = loaded.spec
+        run_dir = (Path(spec.runs_dir) / run_id).resolve()
+        res = spec.resources
+        params = {
+            "tasks_per_node": res.world_size,
+            "timeout_min": res.time_limit_minutes,
+            "gpus_per_node": res.gpus_per_node,
+        }
+        payload = {**loaded.payload(), "run_id": run_id, "backend": self.name, "run_dir": str(run_dir)}
+        text = yaml.safe_dump(
+            {
+                "backend": self.name,
+                "executor": "submitit.LocalExecutor",
+                "folder": str(run_dir / "submitit"),
+                "parameters": params,
+                "function": JOB_ENTRYPOINTS[spec.job],
+                "payload": payload,
+            },
+            sort_keys=False,
+        )
+        return Submission(self.name, run_id, run_dir, payload, params, text)
+
+    def preflight(self, loaded: LoadedSpec) -> None:
+        from alpaca_jobs.train.data import read_records
+        from alpaca_jobs.train.models import check_base_model
+
+        if loaded.spec.resources.gpus_per_node:
+            import shutil
+
+            if shutil.which("nvidia-smi") is None:
+                from alpaca_jobs.errors import UserError
+
+                raise UserError(
+                    f"{loaded.path}: resources.gpus_per_node is {loaded.spec.resources.gpus_per_node} "
+                    "but this machine has no NVIDIA GPU; use a CPU spec (jobs/train-local.yaml) "
+                    "or CLUSTER=slurm/k8s"
+                )
+        check_base_model(loaded.spec.train.base_model)
+        read_records(loaded.spec.train.data)  # malformed data fails here, not in a worker
+
+    def submit(self, sub: Submission) -> JobHandle:
+        import submitit
+
+        from alpaca_jobs.train import worker
+
+        sub.run_dir.mkdir(parents=True, exist_ok=True)
+        executor = submitit.LocalExecutor(folder=sub.run_dir / "submitit")
+        executor.update_parameters(**sub.params)
+        fn = {"train": worker.train_job}[sub.payload["spec"]["job"]]
+        job = executor.submit(fn, sub.payload)
+        logs = [str(job.paths.stdout).replace("%t", "0"), str(job.paths.stderr).replace("%t", "0")]
+        handle = JobHandle(sub.run_id, self.name, str(job.job_id), str(sub.run_dir), logs,
+                           time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        handle.save()
+        return handle
+
+    def status(self, handle: JobHandle) -> str:
+        if _alive(int(handle.job_id)):
+            return "RUNNING"
+        rec = load_record(Path(handle.run_dir))
+        if rec is None:
+            return "FAILED (no run record: see `alpaca-jobs logs`)"
+        return {"completed": "COMPLETED", "interrupted": "INTERRUPTED", "failed": "FAILED"}.get(
+            rec["status"], rec["status"].upper()
+        )
+
+    def logs(self, handle: JobHandle, rank: int = 0) -> str:
+        parts = []
+        for path in handle.logs:
+            p = Path(path.replace("_0_log", f"_{rank}_log"))
+            if p.is_file() and p.stat().st_size:
+                parts.append(p.read_text(errors="replace"))
+        return "".join(parts)
+
+    def cancel(self, handle: JobHandle) -> None:
+        pid = int(handle.job_id)
+        if _alive(pid):
+            os.kill(pid, signal.SIGTERM)  # the controller forwards it to every worker
+
+
+def _alive(pid: int) -> bool:
+    """True if ``pid`` is a live (non-zombie) submitit controller process."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return b"submitit" in cmdline and stat.rsplit(")", 1)[-1].split()[0] != "Z"

@@ -1,0 +1,200 @@
+"""``alpaca-jobs``: submit jobs, follow them, and read what they cost.
+
+Kept light: no torch, transformers or kubernetes import on the way to ``--help``, ``submit``
+or ``status``; backends and jobs import what they need when they run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from alpaca_jobs.errors import UserError
+
+RUNS_DIR_ENV = "ALPACA_JOBS_RUNS_DIR"
+
+
+class _Group(click.Group):
+    """Print UserErrors as one line on stderr (exit 2), never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="alpaca-jobs")
+def main() -> None:
+    """Run the Alpaca recipe (generate, train, serve, evaluate) locally, on Slurm or on Kubernetes."""
+
+
+def _cluster_option(f):
+    from alpaca_jobs.backends import CLUSTERS
+
+    return click.option(
+        "-c", "--cluster", default=lambda: os.environ.get("CLUSTER", "local"), show_default="local",
+        type=click.Choice(CLUSTERS), help="where to run (env CLUSTER)",
+    )(f)
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@_cluster_option
+@click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE",
+              help="override one spec field, e.g. --set train.epochs=1 (repeatable)")
+@click.option("--dry-run", is_flag=True, help="print exactly what would be submitted; submit nothing")
+@click.option("--run-id", help="reuse a run id: resumes from its last checkpoint")
+@click.option("--wait/--no-wait", default=None, help="follow the job to the end (default: local only)")
+def submit(spec: str, cluster: str, overrides: tuple[str, ...], dry_run: bool,
+           run_id: str | None, wait: bool | None) -> None:
+    """Validate SPEC, then submit it (or print it with --dry-run)."""
+    from alpaca_jobs.backends import get_backend
+    from alpaca_jobs.backends.base import new_run_id
+    from alpaca_jobs.spec import load_spec
+
+    loaded = load_spec(spec, overrides)
+    backend = get_backend(cluster)
+    sub = backend.render(loaded, run_id or new_run_id(loaded.spec.name))
+    if dry_run:
+        click.echo(f"# dry run: {cluster} submission of {spec} (nothing submitted)")
+        click.echo(sub.text, nl=False)
+        return
+    backend.preflight(loaded)
+    resuming = (sub.run_dir / "checkpoints" / "latest").is_file()
+    handle = backend.submit(sub)
+    click.echo(f"submitted {handle.run_id} to {cluster} (job {handle.job_id})"
+               + ("; resuming from its last checkpoint" if resuming else ""))
+    click.echo(f"  run dir: {handle.run_dir}")
+    click.echo(f"  logs:    alpaca-jobs logs {handle.run_id} --runs-dir {Path(handle.run_dir).parent}")
+    if wait if wait is not None else cluster == "local":
+        _follow(backend, handle)
+
+
+def _follow(backend, handle) -> None:
+    """Stream rank 0's log until the job ends, then print the run report."""
+    from alpaca_jobs.ops.records import format_report, load_record
+
+    shown = 0
+    try:
+        while True:
+            state = backend.status(handle)
+            text = backend.logs(handle)
+            if len(text) > shown:
+                click.echo(text[shown:], nl=False)
+                shown = len(text)
+            if state != "RUNNING":
+                break
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        click.echo(f"\nstopped following; the job goes on. Cancel: alpaca-jobs cancel {handle.run_id}")
+        return
+    rec = load_record(Path(handle.run_dir))
+    click.echo("")
+    if rec:
+        click.echo(format_report(rec))
+    if state != "COMPLETED":
+        raise UserError(f"run {handle.run_id} ended {state}" + (f": {rec['error']}" if rec and rec.get("error") else ""))
+
+
+def _find_run(run: str, runs_dir: str | None):
+    from alpaca_jobs.backends import get_backend
+    from alpaca_jobs.backends.base import HANDLE_FILE, JobHandle
+
+    candidates = [Path(run)] if Path(run).is_dir() else []
+    candidates.append(Path(runs_dir or os.environ.get(RUNS_DIR_ENV, "runs")) / run)
+    for path in candidates:
+        if (path / HANDLE_FILE).is_file():
+            handle = JobHandle.load(path)
+            return get_backend(handle.backend), handle
+    raise UserError(f"no run {run!r} under {candidates[-1].parent}; pass --runs-dir or a run dir path")
+
+
+_runs_dir_option = click.option("--runs-dir", help=f"where runs live (env {RUNS_DIR_ENV}; default ./runs)")
+
+
+@main.command()
+@click.argument("run")
+@_runs_dir_option
+def status(run: str, runs_dir: str | None) -> None:
+    """State of RUN (an id or a run directory), and its report when it has one."""
+    from alpaca_jobs.ops.records import format_report, load_record
+
+    backend, handle = _find_run(run, runs_dir)
+    click.echo(f"{handle.run_id}: {backend.status(handle)} ({handle.backend} job {handle.job_id})")
+    rec = load_record(Path(handle.run_dir))
+    if rec:
+        click.echo(format_report(rec))
+
+
+@main.command()
+@click.argument("run")
+@_runs_dir_option
+@click.option("--rank", default=0, show_default=True, help="which worker's log")
+def logs(run: str, runs_dir: str | None, rank: int) -> None:
+    """Print RUN's worker log (stdout and stderr)."""
+    backend, handle = _find_run(run, runs_dir)
+    click.echo(backend.logs(handle, rank), nl=False)
+
+
+@main.command()
+@click.argument("run")
+@_runs_dir_option
+def cancel(run: str, runs_dir: str | None) -> None:
+    """Stop RUN: workers checkpoint first; `submit --run-id RUN` resumes it."""
+    backend, handle = _find_run(run, runs_dir)
+    backend.cancel(handle)
+    click.echo(f"cancel sent to {handle.run_id} ({handle.backend} job {handle.job_id})")
+
+
+@main.group()
+def spec() -> None:
+    """Job specs."""
+
+
+@spec.command("check")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE")
+def spec_check(path: str, overrides: tuple[str, ...]) -> None:
+    """Validate a spec and print it resolved (defaults filled in, layout included)."""
+    import yaml
+
+    from alpaca_jobs.spec import load_spec
+
+    loaded = load_spec(path, overrides)
+    out = {**loaded.spec.model_dump(mode="json"), "layout_resolved": loaded.layout.model_dump(mode="json"),
+           "derived": {"processes": loaded.spec.resources.world_size,
+                       "grad_accum_steps": loaded.spec.grad_accum_steps}}
+    click.echo(yaml.safe_dump(out, sort_keys=False), nl=False)
+
+
+@main.group()
+def cost() -> None:
+    """What runs cost."""
+
+
+from alpaca_jobs.ops.estimate import estimate_command  # noqa: E402 - torch-free, keeps cli short
+
+cost.add_command(estimate_command)
+
+
+@main.group()
+def models() -> None:
+    """Base-model presets (built once into the cache; no hub needed)."""
+
+
+@models.command("prepare")
+@click.argument("preset", type=click.Choice(["tiny-llama", "smollm2-135m"]))
+@click.option("--data", default="seeds/seed_tasks.jsonl", show_default=True,
+              help="corpus for tiny-llama's tokenizer")
+def models_prepare(preset: str, data: str) -> None:
+    """Build PRESET into the cache and print its directory."""
+    from alpaca_jobs.train.models import resolve_base_model
+
+    click.echo(resolve_base_model(f"preset:{preset}", data))

@@ -1,0 +1,1 @@
+"""Run records, prices, GPU-hours and cost. Torch-free: the CLI reads these fast."""

@@ -1,0 +1,103 @@
+"""``alpaca-jobs cost estimate``: project the 7B recipe's cost on 8x A100-80GB, formula shown.
+
+    tokens      = examples x epochs x mean tokens per example
+    tokens/s    = given, or MFU x peak FLOP/s x GPUs / FLOPs per token
+    FLOPs/token = 6 N + 12 L d T        (PaLM appendix B; N params, L layers, d width, T length)
+    GPU-hours   = tokens / tokens/s / 3600 x GPUs
+    cost        = GPU-hours x price per GPU-hour
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from alpaca_jobs.errors import UserError
+from alpaca_jobs.ops.prices import PEAK_BF16_FLOPS, gpu_price
+
+ALPACA_EXAMPLES = 52_002  # records in Stanford's alpaca_data.json
+LLAMA_7B = {"params": 6.74e9, "layers": 32, "hidden": 4096}  # LLaMA paper, table 2
+ASSUMED_MEAN_TOKENS = 200
+
+
+@dataclass(frozen=True)
+class Estimate:
+    tokens: float
+    tokens_per_second: float
+    hours: float
+    gpu_hours: float
+    cost_usd: float
+    lines: list[str]
+
+
+def flops_per_token(mean_tokens: float) -> float:
+    m = LLAMA_7B
+    return 6 * m["params"] + 12 * m["layers"] * m["hidden"] * mean_tokens
+
+
+def estimate(
+    *, gpus: int, price: float, epochs: int, examples: int, mean_tokens: float,
+    tokens_per_second: float | None = None, mfu: float | None = None, peak: float = PEAK_BF16_FLOPS["A100"],
+) -> Estimate:
+    tokens = examples * epochs * mean_tokens
+    lines = [f"tokens      = {examples} examples x {epochs} epochs x {mean_tokens:.1f} tokens = {tokens:,.0f}"]
+    if tokens_per_second is None:
+        if mfu is None:
+            raise UserError("give a throughput: --tokens-per-second, --mfu, or --record with a GPU run's MFU")
+        fpt = flops_per_token(mean_tokens)
+        tokens_per_second = mfu * peak * gpus / fpt
+        lines.append(f"FLOPs/token = 6 x {LLAMA_7B['params']:.3g} + 12 x {LLAMA_7B['layers']} x "
+                     f"{LLAMA_7B['hidden']} x {mean_tokens:.1f} = {fpt:.4g}")
+        lines.append(f"tokens/s    = {mfu:.3f} MFU x {peak:.3g} FLOP/s x {gpus} GPUs / {fpt:.4g} = {tokens_per_second:,.0f}")
+    else:
+        lines.append(f"tokens/s    = {tokens_per_second:,.0f} (given, whole node)")
+    hours = tokens / tokens_per_second / 3600
+    gpu_hours = hours * gpus
+    cost = gpu_hours * price
+    lines += [
+        f"wall        = {tokens:,.0f} / {tokens_per_second:,.0f} / 3600 = {hours:.2f} h",
+        f"GPU-hours   = {hours:.2f} h x {gpus} GPUs = {gpu_hours:.1f}",
+        f"cost        = {gpu_hours:.1f} GPU-h x ${price:.2f} = ${cost:.2f}",
+    ]
+    return Estimate(tokens, tokens_per_second, hours, gpu_hours, cost, lines)
+
+
+@click.command("estimate")
+@click.option("--tokens-per-second", type=float, help="measured 7B throughput of the whole node")
+@click.option("--mfu", type=float, help="model FLOPs utilisation (0-1) to assume")
+@click.option("--record", type=click.Path(exists=True, dir_okay=False),
+              help="a run.json: its MFU (GPU runs) and mean example length")
+@click.option("--gpus", default=8, show_default=True)
+@click.option("--gpu-type", default="a100-80gb", show_default=True)
+@click.option("--gpu-hour-usd", type=float, help="price override")
+@click.option("--epochs", default=3, show_default=True)
+@click.option("--examples", default=ALPACA_EXAMPLES, show_default=True)
+@click.option("--mean-tokens", type=float, help=f"tokens per example (default: from --record, else {ASSUMED_MEAN_TOKENS})")
+@click.option("--target-usd", default=100.0, show_default=True)
+def estimate_command(tokens_per_second, mfu, record, gpus, gpu_type, gpu_hour_usd, epochs,
+                     examples, mean_tokens, target_usd) -> None:
+    """Project the cost of the 7B recipe (default: 3 epochs of 52K examples on 8x A100-80GB)."""
+    note = ""
+    if record:
+        rec = json.loads(Path(record).read_text())
+        data = rec.get("data") or {}
+        if mean_tokens is None and data.get("kept"):
+            mean_tokens = (data["prompt_tokens"] + data["target_tokens"]) / data["kept"]
+        if mfu is None and tokens_per_second is None:
+            mfu = rec.get("mfu")
+            if mfu is None:
+                raise UserError(f"{record}: no MFU in this record (CPU run); pass --mfu or --tokens-per-second")
+    if mean_tokens is None:
+        mean_tokens, note = ASSUMED_MEAN_TOKENS, " (assumed; pass --mean-tokens or --record)"
+    p = gpu_price(gpu_type, gpu_hour_usd)
+    est = estimate(gpus=gpus, price=p.usd_per_gpu_hour, epochs=epochs, examples=examples,
+                   mean_tokens=mean_tokens, tokens_per_second=tokens_per_second, mfu=mfu)
+    click.echo(f"7B Alpaca recipe on {gpus}x {gpu_type}{note}")
+    for line in est.lines:
+        click.echo("  " + line)
+    click.echo(f"  price: {p.source}")
+    verdict = "MET" if est.cost_usd <= target_usd else "MISSED"
+    click.echo(f"target ${target_usd:.2f}: {verdict}")

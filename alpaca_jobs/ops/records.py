@@ -1,0 +1,156 @@
+"""Run records: what a run measured about itself, as JSON beside its outputs.
+
+Cost accounting counts every attempt of a run (a resumed run pays for the work it redid):
+each worker process writes ``usage/<attempt>-rank<r>.json`` as it goes, and the record sums
+the attempts' wall seconds (the job's own time, not queue time) times the GPUs it held.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+RECORD_FILE = "run.json"
+
+
+@dataclass
+class Usage:
+    attempts: int
+    wall_seconds: float
+    cpu_seconds: float
+
+
+def read_usage(run_dir: Path) -> Usage:
+    """Sum over attempts: wall = the slowest process of each attempt; CPU = all processes."""
+    per_attempt: dict[str, float] = {}
+    cpu = 0.0
+    for f in sorted((run_dir / "usage").glob("*.json")):
+        try:
+            u = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # a file being replaced right now; the next read sees it
+        per_attempt[u["attempt"]] = max(per_attempt.get(u["attempt"], 0.0), u["wall_seconds"])
+        cpu += u["cpu_seconds"]
+    return Usage(len(per_attempt), sum(per_attempt.values()), cpu)
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    job: str
+    backend: str
+    status: str  # completed | interrupted | failed
+    nodes: int
+    gpus_per_node: int
+    gpu_type: str | None
+    processes: int
+    attempts: int
+    wall_seconds: float
+    gpu_seconds: float
+    gpu_hours: float
+    cpu_seconds: float
+    cpu_hours: float
+    price_per_gpu_hour_usd: float
+    price_source: str
+    cpu_core_hour_usd: float
+    cost_usd: float
+    target_usd: float | None
+    target_met: bool | None
+    steps: int = 0
+    total_steps: int = 0
+    tokens_trained: int = 0
+    target_tokens_trained: int = 0
+    train_loop_seconds: float = 0.0
+    tokens_per_second: float = 0.0
+    mfu: float | None = None
+    device: str = "cpu"
+    first_loss: float | None = None
+    final_loss: float | None = None
+    model_dir: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    started_at: str = ""
+    finished_at: str = ""
+
+    def write(self, run_dir: Path) -> Path:
+        from alpaca_jobs.train.checkpoint import atomic_write
+
+        path = run_dir / RECORD_FILE
+        atomic_write(path, json.dumps(asdict(self), indent=1) + "\n")
+        return path
+
+
+def cost_fields(
+    usage: Usage,
+    nodes: int,
+    gpus_per_node: int,
+    gpu_price: float,
+    cpu_core_hour_usd: float,
+    target_usd: float | None,
+) -> dict[str, Any]:
+    """GPU-seconds = job wall seconds x GPUs held; cost = GPU-hours x price (+ CPU-hours x price)."""
+    gpu_seconds = usage.wall_seconds * nodes * gpus_per_node
+    cost = gpu_seconds / 3600 * gpu_price + usage.cpu_seconds / 3600 * cpu_core_hour_usd
+    return dict(
+        attempts=usage.attempts,
+        wall_seconds=round(usage.wall_seconds, 3),
+        gpu_seconds=round(gpu_seconds, 3),
+        gpu_hours=round(gpu_seconds / 3600, 6),
+        cpu_seconds=round(usage.cpu_seconds, 3),
+        cpu_hours=round(usage.cpu_seconds / 3600, 6),
+        cost_usd=round(cost, 6),
+        target_usd=target_usd,
+        target_met=None if target_usd is None else cost <= target_usd,
+    )
+
+
+def load_record(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / RECORD_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def format_report(rec: dict[str, Any]) -> str:
+    """The run report printed after a run: cost first, then what was trained."""
+    target = rec.get("target_usd")
+    verdict = "n/a (no target set)" if target is None else (
+        f"${target:.2f} -> {'MET' if rec['target_met'] else 'MISSED'}"
+    )
+    gpus = rec["nodes"] * rec["gpus_per_node"]
+    rows = [
+        ("run", f"{rec['run_id']}  ({rec['job']} on {rec['backend']}, {rec['status']})"),
+        ("hardware", f"{rec['nodes']} node(s) x {rec['gpus_per_node']} GPU ({rec['gpu_type'] or '-'}), "
+                     f"{rec['processes']} processes, device {rec['device']}"),
+        ("wall time", f"{rec['wall_seconds']:.1f} s over {rec['attempts']} attempt(s) (job time, not queue time)"),
+        ("GPU-hours", f"{rec['gpu_hours']:.4f}  ({rec['wall_seconds']:.1f} s x {gpus} GPUs)"),
+        ("CPU-hours", f"{rec['cpu_hours']:.4f}  (measured CPU time of all processes)"),
+        ("price", f"${rec['price_per_gpu_hour_usd']:.2f}/GPU-h  [{rec['price_source']}]"),
+        ("cost", f"${rec['cost_usd']:.4f}"),
+        ("target", verdict),
+        ("steps", f"{rec['steps']}/{rec['total_steps']}"),
+        ("loss", f"{_f(rec.get('first_loss'))} -> {_f(rec.get('final_loss'))}"),
+        ("tokens", f"{rec['tokens_trained']} computed, {rec['target_tokens_trained']} target"),
+        ("throughput", f"{rec['tokens_per_second']:.1f} tokens/s over {rec['train_loop_seconds']:.1f} s of training loop"),
+        ("MFU", "n/a (CPU)" if rec.get("mfu") is None else f"{rec['mfu'] * 100:.1f}%"),
+        ("data", _data_line(rec.get("data") or {})),
+        ("model", rec.get("model_dir") or "-"),
+    ]
+    if rec.get("error"):
+        rows.append(("error", rec["error"]))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _f(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def _data_line(d: dict[str, Any]) -> str:
+    if not d:
+        return "-"
+    return (
+        f"{d.get('kept', 0)} examples kept of {d.get('records_read', 0)}; skipped "
+        f"{d.get('skipped_empty_output', 0)} empty, {d.get('skipped_duplicate', 0)} duplicate, "
+        f"{d.get('skipped_no_target_tokens', 0)} prompt-only; truncated {d.get('truncated', 0)}"
+    )

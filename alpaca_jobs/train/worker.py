@@ -1,0 +1,180 @@
+"""Entry point of every training worker process (what a backend starts N times).
+
+Under submitit (local and Slurm) each task exports torch.distributed's env from submitit's
+job environment; under torchrun (Kubernetes) the env is already set. Rank 0 writes the run
+record once all processes have recorded their usage.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from alpaca_jobs.errors import UserError
+
+
+def _export_dist_env() -> None:
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return  # torchrun or the caller set it
+    from submitit.helpers import TorchDistributedEnvironment
+
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
+def _setup_logging() -> None:
+    rank = os.environ.get("RANK", "0")
+    logging.basicConfig(
+        level=logging.INFO if rank == "0" else logging.WARNING,
+        format=f"%(asctime)s [rank{rank}] %(levelname)s %(name)s: %(message)s",
+        stream=sys.stdout,
+        force=True,
+    )
+    for noisy in ("accelerate", "transformers", "torch.distributed"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def train_job(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """Run one training attempt. Returns the run record on rank 0, None elsewhere."""
+    from alpaca_jobs.spec import LoadedSpec
+    from alpaca_jobs.train.usage import UsageMeter
+
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    # Before torch is imported: one process per core on CPU (oversubscription halves speed).
+    os.environ.setdefault("OMP_NUM_THREADS", str(payload["spec"]["resources"]["cpus_per_process"]))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    _export_dist_env()
+    _setup_logging()
+    run_dir = Path(payload["run_dir"])
+    meter = UsageMeter(run_dir)
+    loaded = LoadedSpec.from_payload(payload)
+    from alpaca_jobs.train import loop
+    from alpaca_jobs.train.signals import StopFlag
+
+    stop = StopFlag().install()
+    try:
+        result = loop.run(loaded, run_dir, stop, meter)
+    except UserError as exc:
+        _write_failed(payload, loaded, run_dir, str(exc), started)
+        raise
+    except Exception as exc:
+        _write_failed(payload, loaded, run_dir, f"{type(exc).__name__}: {exc}", started)
+        raise
+    finally:
+        stop.restore()
+    meter.tick(force=True)
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+    record = None
+    if int(os.environ.get("RANK", "0")) == 0:
+        record = _record(payload, loaded, run_dir, result, started)
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    return record
+
+
+def _record(payload, loaded, run_dir: Path, result, started: str) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    import torch
+
+    from alpaca_jobs.ops.prices import gpu_price, peak_flops
+    from alpaca_jobs.ops.records import RunRecord, cost_fields, read_usage
+
+    spec, res = loaded.spec, loaded.spec.resources
+    price = gpu_price(res.gpu_type if res.gpus_per_node else None, spec.cost.gpu_hour_usd)
+    st = result.state
+    secs = max(st.loop_seconds, 1e-9)
+    mfu = None
+    if torch.cuda.is_available():
+        peak = peak_flops(torch.cuda.get_device_name())
+        if peak:
+            # PaLM-style model FLOPs: 6N per token plus 12*L*d*seq per token for attention.
+            flops = 6 * result.num_params * st.tokens + 12 * result.layers * result.hidden * result.seq_sq_sum
+            mfu = flops / secs / (peak * res.world_size)
+    rec = RunRecord(
+        run_id=payload["run_id"], job="train", backend=payload["backend"], status=result.status,
+        nodes=res.nodes, gpus_per_node=res.gpus_per_node, gpu_type=res.gpu_type,
+        processes=res.world_size,
+        price_per_gpu_hour_usd=price.usd_per_gpu_hour, price_source=price.source,
+        cpu_core_hour_usd=spec.cost.cpu_core_hour_usd,
+        **cost_fields(read_usage(run_dir), res.nodes, res.gpus_per_node, price.usd_per_gpu_hour,
+                      spec.cost.cpu_core_hour_usd, spec.cost.target_usd),
+        steps=st.step, total_steps=result.total_steps,
+        tokens_trained=st.tokens, target_tokens_trained=st.target_tokens,
+        train_loop_seconds=round(st.loop_seconds, 3), tokens_per_second=round(st.tokens / secs, 2),
+        mfu=None if mfu is None else round(mfu, 4), device=result.device,
+        first_loss=st.losses[0] if st.losses else None,
+        final_loss=st.losses[-1] if st.losses else None,
+        model_dir=str(result.model_dir) if result.model_dir else None,
+        data=result.data_stats, started_at=started,
+        finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+    rec.write(run_dir)
+    return asdict(rec)
+
+
+def _write_failed(payload, loaded, run_dir: Path, error: str, started: str) -> None:
+    """Best effort: a failed run still leaves a record saying why (rank 0 only)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    from alpaca_jobs.ops.prices import gpu_price
+    from alpaca_jobs.ops.records import RunRecord, cost_fields, read_usage
+
+    spec, res = loaded.spec, loaded.spec.resources
+    try:
+        price = gpu_price(res.gpu_type if res.gpus_per_node else None, spec.cost.gpu_hour_usd)
+        RunRecord(
+            run_id=payload["run_id"], job="train", backend=payload["backend"], status="failed",
+            nodes=res.nodes, gpus_per_node=res.gpus_per_node, gpu_type=res.gpu_type,
+            processes=res.world_size, price_per_gpu_hour_usd=price.usd_per_gpu_hour,
+            price_source=price.source, cpu_core_hour_usd=spec.cost.cpu_core_hour_usd,
+            **cost_fields(read_usage(run_dir), res.nodes, res.gpus_per_node, price.usd_per_gpu_hour,
+                          spec.cost.cpu_core_hour_usd, spec.cost.target_usd),
+            error=error, started_at=started,
+            finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        ).write(run_dir)
+    except Exception:  # noqa: BLE001 - never mask the original error
+        logging.getLogger(__name__).exception("could not write the failed run record")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``torchrun --nproc-per-node N -m alpaca_jobs.train.worker SPEC RUN_DIR [--set k=v ...]``.
+
+    The route for launchers that are not submitit (Kubernetes pods, a shell on a GPU box).
+    """
+    import argparse
+
+    from alpaca_jobs.spec import load_spec
+
+    ap = argparse.ArgumentParser(prog="alpaca_jobs.train.worker")
+    ap.add_argument("spec")
+    ap.add_argument("run_dir")
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--backend", default="torchrun")
+    args = ap.parse_args(argv)
+    try:
+        loaded = load_spec(args.spec, args.overrides)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    run_dir = Path(args.run_dir)
+    payload = {**loaded.payload(), "run_id": run_dir.name, "backend": args.backend,
+               "run_dir": str(run_dir)}
+    try:
+        train_job(payload)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Shared fixtures. Tests never touch the user's cache or ./runs: both go to temp dirs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SEEDS = ROOT / "seeds" / "seed_tasks.jsonl"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _hermetic_cache(tmp_path_factory):
+    os.environ["ALPACA_JOBS_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+
+
+@pytest.fixture(scope="session")
+def tiny_dir() -> Path:
+    """The tiny-llama preset, built once per session from the seed tasks."""
+    from alpaca_jobs.train.models import resolve_base_model
+
+    return resolve_base_model("preset:tiny-llama", str(SEEDS))
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_dir):
+    """(tokenizer with pad added, model) in fp32."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alpaca_jobs.train.models import add_pad_token
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32)
+    add_pad_token(tok, model)
+    return tok, model
+
+
+def cli(*args: str, cwd: Path = ROOT, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real `alpaca-jobs` CLI in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "alpaca_jobs", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+    )
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []

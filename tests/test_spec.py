@@ -1,0 +1,97 @@
+from pathlib import Path
+
+import pytest
+
+from alpaca_jobs.errors import SpecError
+from alpaca_jobs.spec import apply_override, load_spec, parse_duration_minutes
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "jobs" / "train.yaml"
+LOCAL = ROOT / "jobs" / "train-local.yaml"
+
+
+def test_real_recipe_is_one_full_a100_node_with_the_alpaca_hyperparameters():
+    s = load_spec(TRAIN)
+    r, t = s.spec.resources, s.spec.train
+    assert (r.nodes, r.gpus_per_node, r.gpu_type, r.world_size) == (1, 8, "a100-80gb", 8)
+    assert (t.global_batch_size, t.learning_rate, t.epochs, t.lr_scheduler) == (128, 2e-5, 3, "cosine")
+    assert (t.warmup_ratio, t.weight_decay, t.max_length) == (0.03, 0.0, 512)
+    assert s.layout.mixed_precision == "bf16"
+    assert s.layout.fsdp_config.fsdp_version == 2 and s.layout.fsdp_config.fsdp_reshard_after_forward
+    assert s.spec.cost.target_usd == 100
+
+
+def test_local_default_is_two_cpu_processes_fp32():
+    s = load_spec(LOCAL)
+    assert s.spec.resources.gpus_per_node == 0 and s.spec.resources.world_size == 2
+    assert s.layout.mixed_precision == "no"
+
+
+@pytest.mark.parametrize("gpus,accum", [(8, 4), (4, 8), (2, 16)])
+def test_global_batch_stays_128_on_any_device_count(gpus, accum):
+    s = load_spec(TRAIN, [f"resources.gpus_per_node={gpus}"])
+    assert s.spec.grad_accum_steps == accum
+    assert s.spec.grad_accum_steps * s.spec.train.micro_batch_size * gpus == 128
+
+
+def test_layout_is_a_separate_file_chosen_independently():
+    s = load_spec(TRAIN, ["layout=layouts/fsdp2-cpu.yaml", "resources.gpus_per_node=0",
+                          "resources.gpu_type=null", "resources.processes_per_node=2"])
+    assert s.layout_path.name == "fsdp2-cpu.yaml" and s.layout.mixed_precision == "no"
+
+
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("train.learnin_rate=1", "train.learnin_rate: unknown field; valid fields here: adam_beta1"),
+        ("train.epochs=three", "train.epochs:"),
+        ("train.learning_rate=-1", "train.learning_rate: Input should be greater than 0"),
+        ("resources.gpus_per_node=64", "resources.gpus_per_node: Input should be less than or equal to 16"),
+        ("resources.time_limit=soon", "resources.time_limit: time_limit 'soon' is not a duration"),
+        ("train.micro_batch_size=3", "train.global_batch_size (128) must be a multiple"),
+        ("resources.processes_per_node=3", "processes_per_node (3) must equal gpus_per_node (8)"),
+        ("name=Bad_Name", "name: String should match pattern"),
+        ("resources.gpu_type=null", "gpu_type is required when gpus_per_node > 0"),
+    ],
+)
+def test_bad_values_fail_naming_file_and_field(override, needle):
+    with pytest.raises(SpecError) as exc:
+        load_spec(TRAIN, [override])
+    assert str(exc.value).startswith(str(TRAIN))
+    assert needle in str(exc.value)
+
+
+def test_missing_required_and_malformed_yaml(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("job: train\nname: x\nlayout: l.yaml\ntrain: {data: d}\n")
+    with pytest.raises(SpecError, match=r"bad.yaml: train.base_model: required field is missing"):
+        load_spec(bad)
+    bad.write_text("job: train\n  name: [oops\n")
+    with pytest.raises(SpecError, match=r"bad.yaml:2:\d+: not valid YAML"):
+        load_spec(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(SpecError, match="must be a YAML mapping"):
+        load_spec(bad)
+
+
+def test_bf16_layout_on_a_cpu_job_is_refused():
+    with pytest.raises(SpecError, match="bf16 on CPU"):
+        load_spec(LOCAL, ["layout=layouts/fsdp2-gpu-bf16.yaml"])
+
+
+def test_overrides_parse_yaml_scalars_and_reject_nonsense():
+    d = {"train": {"epochs": 3}}
+    apply_override(d, "train.epochs=1")
+    apply_override(d, "train.learning_rate=2.0e-5")
+    assert d["train"] == {"epochs": 1, "learning_rate": 2e-5}
+    with pytest.raises(SpecError, match="use field.path=value"):
+        apply_override(d, "train.epochs")
+    with pytest.raises(SpecError, match="train.epochs is not a section"):
+        apply_override(d, "train.epochs.x=1")
+
+
+def test_durations():
+    assert parse_duration_minutes("03:00:00") == 180
+    assert parse_duration_minutes("1-00:00:30") == 1441
+    with pytest.raises(ValueError):
+        parse_duration_minutes("3h")
