@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -73,7 +74,8 @@ class LocalBackend(Backend):
         executor = submitit.LocalExecutor(folder=sub.run_dir / "submitit")
         executor.update_parameters(**sub.params)
         fn = {"train": worker.train_job}[sub.payload["spec"]["job"]]
-        job = executor.submit(fn, sub.payload)
+        with _detached(sub.run_dir / "submitit" / "controller.log"):
+            job = executor.submit(fn, sub.payload)
         logs = [str(job.paths.stdout).replace("%t", "0"), str(job.paths.stderr).replace("%t", "0")]
         handle = JobHandle(sub.run_id, self.name, str(job.job_id), str(sub.run_dir), logs,
                            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
@@ -102,6 +104,27 @@ class LocalBackend(Backend):
         pid = int(handle.job_id)
         if _alive(pid):
             os.kill(pid, signal.SIGTERM)  # the controller forwards it to every worker
+
+
+@contextmanager
+def _detached(log_path: Path):
+    """Spawn submitit's controller detached from this terminal: its output goes to a file (so
+    a caller reading our stdout is not held open until the job ends) and it ignores SIGINT (so
+    Ctrl-C while following a run stops following, not the run; `cancel` sends SIGTERM)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    saved = [os.dup(1), os.dup(2)]
+    old_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with open(log_path, "ab") as fh:
+            os.dup2(fh.fileno(), 1)
+            os.dup2(fh.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+        signal.signal(signal.SIGINT, old_int)
 
 
 def _alive(pid: int) -> bool:

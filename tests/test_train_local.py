@@ -1,0 +1,181 @@
+"""The training job end to end on the local backend: real submitit tasks, real FSDP2 over gloo.
+
+One uninterrupted run of the embedded default (module fixture) is the yardstick for the
+other tests: an interrupted-and-resumed run, a crashed-and-resumed run, and a plain Hugging
+Face Trainer run must all reproduce its per-step losses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, cli, metrics
+
+pytestmark = pytest.mark.integration
+SPEC = str(ROOT / "jobs" / "train-local.yaml")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def baseline(runs) -> tuple[Path, str]:
+    """`alpaca-jobs submit jobs/train-local.yaml`: the command `make submit-train` runs."""
+    proc = cli("submit", SPEC, "--set", f"runs_dir={runs}", "--run-id", "baseline")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    return runs / "baseline", proc.stdout
+
+
+def _losses(run_dir: Path) -> list[float]:
+    return [row["loss"] for row in metrics(run_dir)]
+
+
+def test_run_report_and_record(baseline):
+    run_dir, out = baseline
+    for label in ("GPU-hours", "CPU-hours", "cost", "throughput", "model"):
+        assert f"\n{label}" in out, out
+    rec = json.loads((run_dir / "run.json").read_text())
+    assert rec["status"] == "completed" and rec["backend"] == "local" and rec["processes"] == 2
+    assert rec["steps"] == rec["total_steps"] == 33  # ceil(175 / 16) x 3 epochs
+    assert rec["gpu_hours"] == 0 and rec["cpu_seconds"] > 0 and rec["wall_seconds"] > 0
+    assert 0 < rec["train_loop_seconds"] < rec["wall_seconds"]
+    assert rec["tokens_per_second"] == pytest.approx(rec["tokens_trained"] / rec["train_loop_seconds"], rel=1e-3)
+    assert rec["final_loss"] < rec["first_loss"] - 0.5  # it learned something
+    assert rec["data"]["kept"] == 175
+    assert rec["wall_seconds"] < 180  # the issue's budget for the embedded default
+    assert Path(rec["model_dir"]) == run_dir / "model"
+
+
+def test_parameters_really_are_sharded(baseline):
+    run_dir, _ = baseline
+    rows = [json.loads(p.read_text()) for p in sorted((run_dir / "sharding").glob("rank*.json"))]
+    assert [r["rank"] for r in rows] == [0, 1]
+    total = rows[0]["global_numel"]
+    assert all(r["distributed_type"].endswith("FSDP") for r in rows)
+    assert all(r["local_numel"] < 0.6 * total for r in rows)  # each holds about half
+    assert sum(r["local_numel"] for r in rows) == total  # together, exactly the model
+
+
+def test_consolidated_model_loads_and_generates(baseline):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = baseline[0] / "model"
+    assert list(model_dir.glob("*.safetensors"))
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    assert tok.pad_token == "[PAD]" and model.config.vocab_size == len(tok)
+    ids = tok("### Instruction:\nName a fruit.\n\n### Response:\n", return_tensors="pt")
+    out = model.generate(**ids, max_new_tokens=8, do_sample=False)
+    assert out.shape[1] > ids["input_ids"].shape[1]
+    assert torch.isfinite(model(**ids).logits).all()
+
+
+def test_status_and_logs_commands(baseline, runs):
+    st = cli("status", "baseline", "--runs-dir", str(runs))
+    assert st.returncode == 0 and "baseline: COMPLETED (local job" in st.stdout
+    lg = cli("logs", "baseline", "--runs-dir", str(runs))
+    assert "step 33/33" in lg.stdout
+
+
+def test_matches_a_plain_hf_trainer_run(baseline, tmp_path):
+    """Fidelity: our packed 2-process FSDP loop vs HF Trainer, padded, one process (fp32)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alpaca_jobs.spec import load_spec
+    from alpaca_jobs.train.data import build_examples
+    from alpaca_jobs.train.models import add_pad_token, resolve_base_model
+    from alpaca_jobs.train.reference import trainer_losses
+
+    loaded = load_spec(SPEC)
+    cfg = loaded.spec.train
+    base = resolve_base_model(cfg.base_model, str(ROOT / cfg.data))
+    tok = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    add_pad_token(tok, model)
+    examples, _ = build_examples(ROOT / cfg.data, tok, cfg.max_length,
+                                 (cfg.prompt.preamble_with_input, cfg.prompt.preamble_no_input))
+    theirs, _, _ = trainer_losses(loaded, model, tok, examples, tmp_path)
+    ours = _losses(baseline[0])
+    assert len(ours) == len(theirs) == 33
+    worst = max(abs(a - b) / abs(b) for a, b in zip(ours, theirs, strict=True))
+    assert worst < 1e-4, f"worst relative difference {worst:.2e}"
+
+
+def _wait_for(pred, timeout=120.0, what="condition"):
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _start(runs: Path, run_id: str, *extra: str) -> Path:
+    proc = cli("submit", SPEC, "--set", f"runs_dir={runs}", "--set", "train.checkpoint_every_steps=4",
+               "--run-id", run_id, "--no-wait", *extra)
+    assert proc.returncode == 0, proc.stderr
+    return runs / run_id
+
+
+def test_sigterm_checkpoints_and_resume_is_exact(baseline, runs):
+    run_dir = _start(runs, "interrupted")
+    _wait_for(lambda: len(metrics(run_dir)) >= 6, what="6 steps")
+    assert cli("cancel", "interrupted", "--runs-dir", str(runs)).returncode == 0
+    _wait_for(lambda: "INTERRUPTED" in cli("status", "interrupted", "--runs-dir", str(runs)).stdout,
+              what="INTERRUPTED")
+    stopped_at = len(metrics(run_dir))
+    assert 6 <= stopped_at < 33
+    latest = (run_dir / "checkpoints" / "latest").read_text()
+    assert latest == f"step-{stopped_at:06d}"  # checkpointed where it stopped, not at the last multiple of 4
+    again = cli("submit", SPEC, "--set", f"runs_dir={runs}", "--run-id", "interrupted")
+    assert again.returncode == 0 and "resuming from its last checkpoint" in again.stdout, again.stderr
+    assert _losses(run_dir) == _losses(baseline[0])  # bit-exact
+    rec = json.loads((run_dir / "run.json").read_text())
+    assert rec["status"] == "completed" and rec["attempts"] == 2
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def test_crash_resumes_from_last_periodic_checkpoint(baseline, runs):
+    run_dir = _start(runs, "crashed")
+    _wait_for(lambda: len(metrics(run_dir)) >= 10, what="10 steps")
+    controller = int(json.loads((run_dir / "handle.json").read_text())["job_id"])
+    for pid in _children(controller) + [controller]:
+        os.kill(pid, signal.SIGKILL)  # no chance to checkpoint: a node dying
+    assert (run_dir / "checkpoints" / "latest").read_text() in {"step-000008", "step-000012"}
+    assert len(metrics(run_dir)) > 8
+    again = cli("submit", SPEC, "--set", f"runs_dir={runs}", "--run-id", "crashed")
+    assert again.returncode == 0, again.stderr
+    assert _losses(run_dir) == _losses(baseline[0])
+    assert json.loads((run_dir / "run.json").read_text())["attempts"] == 2
+
+
+def test_bad_inputs_fail_before_any_process_starts(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "a", "output": "b"}\n{broken\n')
+    proc = cli("submit", SPEC, "--set", f"runs_dir={tmp_path}/runs", "--set", f"train.data={bad}")
+    assert proc.returncode == 2 and "bad.jsonl:2: not valid JSON" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = cli("submit", SPEC, "--set", f"runs_dir={tmp_path}/runs", "--set", f"train.base_model={tmp_path}/llama-7b")
+    assert proc.returncode == 2 and "train.base_model:" in proc.stderr and "is not a directory" in proc.stderr
+    assert not (tmp_path / "runs").exists()  # nothing was started
