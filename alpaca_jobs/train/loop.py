@@ -55,6 +55,7 @@ class TrainResult:
     num_params: int
     layers: int
     hidden: int
+    real_tokens: int  # example tokens trained, padding excluded (for model FLOPs)
     seq_sq_sum: float  # sum of squared example lengths trained (for attention FLOPs)
 
 
@@ -111,12 +112,17 @@ def _all_reduce(value: float, device, op=None) -> float:
 
 
 def train_step(model, optimizer, scheduler, accelerator, batches, examples, cfg, pad_id) -> dict[str, float]:
-    """One optimizer step over this process's micro-batches. Returns loss, tokens, grad norm."""
+    """One optimizer step over this process's micro-batches. Returns loss, tokens, grad norm.
+
+    No host sync inside the micro-batch loop (the loss is summed on the device): the GPU
+    queue stays full. One all-reduce up front (target count), one at the end (loss, tokens).
+    """
     device = accelerator.device
     world = accelerator.num_processes
     mine = [[examples[i] for i in mb] for mb in batches]
     n_targets = _all_reduce(sum(ex.num_targets for mb in mine for ex in mb), device)
-    loss_sum, tokens = 0.0, 0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    tokens = 0
     for mb in mine:
         if mb:
             batch = _micro_batch(mb, cfg.packing, pad_id, device)
@@ -125,17 +131,20 @@ def train_step(model, optimizer, scheduler, accelerator, batches, examples, cfg,
             batch = {"input_ids": torch.full((1, 2), pad_id, device=device)}
             s = model(**batch, use_cache=False).logits.sum() * 0.0
         accelerator.backward(s * world / max(n_targets, 1.0))
-        loss_sum += s.item()
+        loss_sum += s.detach().double()
         tokens += computed_tokens(mb, cfg.packing)
-    grad_norm = 0.0
+    grad_norm = None
     if cfg.max_grad_norm > 0:
-        grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    loss = _all_reduce(loss_sum, device) / max(n_targets, 1.0)
-    all_tokens = int(_all_reduce(tokens, device))
-    return {"loss": loss, "tokens": all_tokens, "targets": int(n_targets), "grad_norm": grad_norm}
+    totals = torch.stack([loss_sum, torch.tensor(float(tokens), dtype=torch.float64, device=device)])
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(totals)
+    loss, all_tokens = totals.tolist()
+    return {"loss": loss / max(n_targets, 1.0), "tokens": int(all_tokens), "targets": int(n_targets),
+            "grad_norm": 0.0 if grad_norm is None else float(grad_norm)}
 
 
 def _append_metrics(path: Path, row: dict[str, Any]) -> None:
@@ -184,7 +193,7 @@ def _record_sharding(accelerator, model, run_dir: Path) -> None:
 
     from alpaca_jobs.train.fsdp import local_and_global_numel
 
-    if accelerator.distributed_type != DistributedType.FSDP:
+    if accelerator.num_processes > 1 and accelerator.distributed_type != DistributedType.FSDP:
         raise RuntimeError(f"expected FSDP, accelerate set up {accelerator.distributed_type}")
     local, total = local_and_global_numel(model)
     row = {"rank": accelerator.process_index, "world": accelerator.num_processes,
@@ -244,6 +253,7 @@ def run(loaded: LoadedSpec, run_dir: Path, stop: StopFlag, meter: UsageMeter) ->
     else:
         model_dir = _consolidate(accelerator, model, tok, run_dir / "model")
     cfg_m = accelerator.unwrap_model(model).config
-    sq = float(sum(len(examples[i].input_ids) ** 2 for s in range(state.step) for i in plan.step_examples(s)))
-    return TrainResult(status, state, plan.total_steps, model_dir, stats.as_dict(),
-                       str(accelerator.device), num_params, cfg_m.num_hidden_layers, cfg_m.hidden_size, sq)
+    lengths = [len(examples[i].input_ids) for s in range(state.step) for i in plan.step_examples(s)]
+    return TrainResult(status, state, plan.total_steps, model_dir, stats.as_dict(), str(accelerator.device),
+                       num_params, cfg_m.num_hidden_layers, cfg_m.hidden_size, sum(lengths),
+                       float(sum(n * n for n in lengths)))

@@ -173,8 +173,12 @@ def convert_smollm2(out: Path) -> None:
     gguf = smollm2_gguf()
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    # save_pretrained refuses a gguf-loaded model: copy its weights into a fresh one.
-    model = LlamaForCausalLM(loaded.config)
+    # save_pretrained refuses a gguf-loaded model: copy its weights into a fresh one, under a
+    # config without the gguf quantization entry (else the result is "not serializable" too).
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = LlamaForCausalLM(config)
     model.load_state_dict(loaded.state_dict())
     model.to(torch.bfloat16).save_pretrained(out)
     tok.save_pretrained(out)

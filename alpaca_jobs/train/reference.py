@@ -45,7 +45,7 @@ class _Examples(torch.utils.data.Dataset):
 
 
 def trainer_losses(loaded: LoadedSpec, model, tok, examples: list[Example], out_dir: Path,
-                   max_steps: int | None = None) -> tuple[list[float], float, int]:
+                   max_steps: int | None = None, bf16: bool = False) -> tuple[list[float], float, int]:
     """Train with transformers.Trainer; returns (per-step losses, train seconds, tokens computed)."""
     import time
 
@@ -75,7 +75,7 @@ def trainer_losses(loaded: LoadedSpec, model, tok, examples: list[Example], out_
         adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2, adam_epsilon=cfg.adam_epsilon,
         optim="adamw_torch", seed=cfg.seed, use_cpu=not torch.cuda.is_available(), report_to=[],
         logging_steps=1, save_strategy="no", remove_unused_columns=False, disable_tqdm=True,
-        dataloader_num_workers=0, bf16=False,
+        dataloader_num_workers=0, bf16=bf16,
     )
 
     class PlanTrainer(Trainer):

@@ -96,8 +96,9 @@ def _record(payload, loaded, run_dir: Path, result, started: str) -> dict[str, A
     if torch.cuda.is_available():
         peak = peak_flops(torch.cuda.get_device_name())
         if peak:
-            # PaLM-style model FLOPs: 6N per token plus 12*L*d*seq per token for attention.
-            flops = 6 * result.num_params * st.tokens + 12 * result.layers * result.hidden * result.seq_sq_sum
+            # PaLM-style model FLOPs (padding is not model work): 6N per token, plus 12*L*d*T
+            # per token of a length-T example for attention.
+            flops = 6 * result.num_params * result.real_tokens + 12 * result.layers * result.hidden * result.seq_sq_sum
             mfu = flops / secs / (peak * res.world_size)
     rec = RunRecord(
         run_id=payload["run_id"], job="train", backend=payload["backend"], status=result.status,
