@@ -15,7 +15,14 @@ endif
 DRY := $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run,)
 SET := $(foreach s,$(SETS),--set $(s))
 
-.PHONY: setup submit-train test test-fast lint bench clean
+.PHONY: setup submit-train test test-fast lint bench clean render
+
+# Checked-in files generated from the job specs (a test fails when they drift).
+RENDERED := slurm/train.sbatch slurm/train-local.sbatch
+
+render: setup
+	$(BIN)/alpaca-jobs render jobs/train.yaml -o slurm/train.sbatch
+	$(BIN)/alpaca-jobs render jobs/train-local.yaml -o slurm/train-local.sbatch
 
 setup: $(VENV)/.installed
 

@@ -49,36 +49,58 @@ def _cluster_option(f):
 @_cluster_option
 @click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE",
               help="override one spec field, e.g. --set train.epochs=1 (repeatable)")
+@click.option("--sweep", metavar="FIELD=V1,V2,...",
+              help="one run per value, submitted together (a Slurm job array)")
 @click.option("--dry-run", is_flag=True, help="print exactly what would be submitted; submit nothing")
 @click.option("--run-id", help="reuse a run id: resumes from its last checkpoint")
 @click.option("--wait/--no-wait", default=None, help="follow the job to the end (default: local only)")
-def submit(spec: str, cluster: str, overrides: tuple[str, ...], dry_run: bool,
+def submit(spec: str, cluster: str, overrides: tuple[str, ...], sweep: str | None, dry_run: bool,
            run_id: str | None, wait: bool | None) -> None:
     """Validate SPEC, then submit it (or print it with --dry-run)."""
     from alpaca_jobs.backends import get_backend
     from alpaca_jobs.backends.base import new_run_id
     from alpaca_jobs.spec import load_spec
 
-    loaded = load_spec(spec, overrides)
+    variants = _sweep(overrides, sweep)
+    specs = [load_spec(spec, v) for v in variants]  # every variant valid before any is sent
     backend = get_backend(cluster)
-    sub = backend.render(loaded, run_id or new_run_id(loaded.spec.name))
+    base_id = run_id or new_run_id(specs[0].spec.name)
+    ids = [base_id] if len(specs) == 1 else [f"{base_id}-{i}" for i in range(len(specs))]
+    subs = [backend.render(loaded, rid) for loaded, rid in zip(specs, ids, strict=True)]
     if dry_run:
         click.echo(f"# dry run: {cluster} submission of {spec} (nothing submitted)")
-        click.echo(sub.text, nl=False)
+        for sub, v in zip(subs, variants, strict=True):
+            if len(subs) > 1:
+                click.echo(f"# --- {sub.run_id}: {' '.join(v[len(overrides):])}")
+            click.echo(sub.text, nl=False)
         return
-    backend.preflight(loaded)
-    resuming = (sub.run_dir / "checkpoints" / "latest").is_file()
-    handle = backend.submit(sub)
-    click.echo(f"submitted {handle.run_id} to {cluster} (job {handle.job_id})"
-               + ("; resuming from its last checkpoint" if resuming else ""))
-    click.echo(f"  run dir: {handle.run_dir}")
-    click.echo(f"  logs:    alpaca-jobs logs {handle.run_id} --runs-dir {Path(handle.run_dir).parent}")
-    if wait if wait is not None else cluster == "local":
-        _follow(backend, handle)
+    for loaded in specs:
+        backend.preflight(loaded)
+    resuming = [(sub.run_dir / "checkpoints" / "latest").is_file() for sub in subs]
+    handles = backend.submit_many(subs)
+    for handle, res in zip(handles, resuming, strict=True):
+        click.echo(f"submitted {handle.run_id} to {cluster} (job {handle.job_id})"
+                   + ("; resuming from its last checkpoint" if res else ""))
+        click.echo(f"  run dir: {handle.run_dir}")
+    runs_dir = Path(handles[0].run_dir).parent
+    click.echo(f"  follow:  alpaca-jobs status|logs|cancel {handles[0].run_id} --runs-dir {runs_dir}")
+    if len(handles) == 1 and (wait if wait is not None else cluster == "local"):
+        _follow(backend, handles[0])
+
+
+def _sweep(overrides: tuple[str, ...], sweep: str | None) -> list[list[str]]:
+    if not sweep:
+        return [list(overrides)]
+    field, sep, values = sweep.partition("=")
+    items = [v.strip() for v in values.split(",") if v.strip()]
+    if not sep or not field or len(items) < 2:
+        raise UserError(f"--sweep {sweep!r}: use FIELD=V1,V2[,...] with at least two values")
+    return [[*overrides, f"{field}={v}"] for v in items]
 
 
 def _follow(backend, handle) -> None:
     """Stream rank 0's log until the job ends, then print the run report."""
+    from alpaca_jobs.backends.base import ACTIVE_STATES
     from alpaca_jobs.ops.records import format_report, load_record
 
     shown = 0
@@ -89,12 +111,13 @@ def _follow(backend, handle) -> None:
             if len(text) > shown:
                 click.echo(text[shown:], nl=False)
                 shown = len(text)
-            if state != "RUNNING":
+            if state not in ACTIVE_STATES:
                 break
             time.sleep(1.0)
     except KeyboardInterrupt:
         click.echo(f"\nstopped following; the job goes on. Cancel: alpaca-jobs cancel {handle.run_id}")
         return
+    backend.finalize(handle)
     rec = load_record(Path(handle.run_dir))
     click.echo("")
     if rec:
@@ -127,7 +150,9 @@ def status(run: str, runs_dir: str | None) -> None:
     from alpaca_jobs.ops.records import format_report, load_record
 
     backend, handle = _find_run(run, runs_dir)
-    click.echo(f"{handle.run_id}: {backend.status(handle)} ({handle.backend} job {handle.job_id})")
+    state = backend.status(handle)
+    click.echo(f"{handle.run_id}: {state} ({handle.backend} job {handle.job_id})")
+    backend.finalize(handle)
     rec = load_record(Path(handle.run_dir))
     if rec:
         click.echo(format_report(rec))
@@ -151,6 +176,23 @@ def cancel(run: str, runs_dir: str | None) -> None:
     backend, handle = _find_run(run, runs_dir)
     backend.cancel(handle)
     click.echo(f"cancel sent to {handle.run_id} ({handle.backend} job {handle.job_id})")
+
+
+@main.command()
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.option("-c", "--cluster", type=click.Choice(["slurm"]), default="slurm", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="write here instead of stdout")
+def render(spec_path: str, cluster: str, output: str | None) -> None:
+    """Render SPEC as a file for plain cluster tools (`sbatch slurm/train.sbatch`)."""
+    from alpaca_jobs.backends.slurm import standalone_script
+    from alpaca_jobs.spec import load_spec
+
+    text = standalone_script(load_spec(spec_path), spec_path)
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(text)
+    else:
+        click.echo(text, nl=False)
 
 
 @main.group()

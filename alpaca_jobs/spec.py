@@ -136,6 +136,43 @@ class CostConfig(_Strict):
     target_usd: float | None = Field(None, gt=0)
 
 
+class Container(_Strict):
+    """How a Slurm job runs its image: none (the nodes' own Python), pyxis (srun
+    --container-image) or apptainer (python wrapped in ``apptainer exec``)."""
+
+    runtime: Literal["none", "pyxis", "apptainer"] = "none"
+    image: str | None = Field(None, description="pyxis: registry image or .sqsh; apptainer: .sif")
+    mounts: list[str] = Field(default_factory=list, description="host:container paths")
+    workdir: str | None = Field(None, description="pyxis: working directory inside the container")
+    python: str = Field("python3", description="the interpreter inside the container")
+
+    @model_validator(mode="after")
+    def _check(self) -> Container:
+        if self.runtime != "none" and not self.image:
+            raise ValueError(f"image is required with runtime {self.runtime}")
+        return self
+
+
+class SlurmConfig(_Strict):
+    """Site-specific Slurm names: configuration, never code."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    gres_types: dict[str, str] = Field(
+        default_factory=dict,
+        description="gpu_type -> the site's gres type, e.g. {a100-80gb: a100}; "
+        "unmapped types ask for --gpus-per-node",
+    )
+    exclusive: bool = False
+    python: str | None = Field(None, description="python on the nodes (runtime none); default: this one")
+    setup: list[str] = Field(default_factory=list, description="shell lines run before srun")
+    extra_sbatch: dict[str, str | int | bool] = Field(default_factory=dict)
+    max_requeues: int = Field(5, ge=0, description="times a timed-out job requeues itself")
+    container: Container = Field(default_factory=Container)
+
+
 class JobSpec(_Strict):
     job: Literal["train"]
     name: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
@@ -145,6 +182,7 @@ class JobSpec(_Strict):
     layout: str = Field(description="layout file, relative to the spec file")
     train: TrainConfig
     cost: CostConfig = Field(default_factory=CostConfig)
+    slurm: SlurmConfig = Field(default_factory=SlurmConfig)
 
     @model_validator(mode="after")
     def _check(self) -> JobSpec:

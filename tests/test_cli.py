@@ -55,7 +55,11 @@ def test_make_dry_run_uses_the_local_spec_by_default(tmp_path):
     assert not any(tmp_path.iterdir())
     proc = subprocess.run(["make", "-s", "submit-train", "DRY_RUN=1", "CLUSTER=slurm", f"VENV={venv}"],
                           cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode != 0 and "CLUSTER=slurm: this backend is not built yet" in proc.stderr
+    assert proc.returncode == 0 and "slurm submission of jobs/train.yaml" in proc.stdout
+    assert "#SBATCH --gpus-per-node=8" in proc.stdout
+    proc = subprocess.run(["make", "-s", "submit-train", "DRY_RUN=1", "CLUSTER=k8s", f"VENV={venv}"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0 and "CLUSTER=k8s: this backend is not built yet" in proc.stderr
 
 
 def test_spec_errors_are_one_clean_line(tmp_path):

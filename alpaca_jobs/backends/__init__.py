@@ -13,8 +13,9 @@ from alpaca_jobs.errors import UserError
 
 BACKENDS = {
     "local": "alpaca_jobs.backends.local:LocalBackend",
+    "slurm": "alpaca_jobs.backends.slurm:SlurmBackend",
 }
-PLANNED = {"slurm": "issue #3", "k8s": "issue #4"}
+PLANNED = {"k8s": "issue #4"}
 CLUSTERS = tuple(BACKENDS) + tuple(PLANNED)
 
 

@@ -55,6 +55,11 @@ class JobHandle:
         return cls(**json.loads((run_dir / HANDLE_FILE).read_text()))
 
 
+# States in which a job is still queued or running, whatever the backend calls them.
+ACTIVE_STATES = {"RUNNING", "PENDING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED",
+                 "RESIZING", "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT"}
+
+
 class Backend(ABC):
     name: str
 
@@ -63,6 +68,10 @@ class Backend(ABC):
 
     @abstractmethod
     def submit(self, sub: Submission) -> JobHandle: ...
+
+    def submit_many(self, subs: list[Submission]) -> list[JobHandle]:
+        """Several runs at once (a sweep); backends with job arrays override this."""
+        return [self.submit(sub) for sub in subs]
 
     @abstractmethod
     def status(self, handle: JobHandle) -> str: ...
@@ -75,3 +84,6 @@ class Backend(ABC):
 
     def preflight(self, loaded: LoadedSpec) -> None:  # noqa: B027 - optional hook
         """Checks that can fail before anything is submitted (paths visible from here, ...)."""
+
+    def finalize(self, handle: JobHandle) -> None:  # noqa: B027 - optional hook
+        """After the job ended: add what only the scheduler knows to the run record."""

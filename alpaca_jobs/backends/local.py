@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from alpaca_jobs.backends.base import JOB_ENTRYPOINTS, Backend, JobHandle, Submission
+from alpaca_jobs.backends.naming import translate
 from alpaca_jobs.ops.records import load_record
 from alpaca_jobs.spec import LoadedSpec
 
@@ -27,12 +28,12 @@ class LocalBackend(Backend):
     def render(self, loaded: LoadedSpec, run_id: str) -> Submission:
         spec = loaded.spec
         run_dir = (Path(spec.runs_dir) / run_id).resolve()
-        res = spec.resources
-        params = {
-            "tasks_per_node": res.world_size,
-            "timeout_min": res.time_limit_minutes,
-            "gpus_per_node": res.gpus_per_node,
-        }
+        if spec.resources.nodes != 1:
+            from alpaca_jobs.errors import UserError
+
+            raise UserError(f"{loaded.path}: resources.nodes is {spec.resources.nodes}; "
+                            "the local backend runs on this one machine (use CLUSTER=slurm)")
+        params = translate(self.name, spec)
         payload = {**loaded.payload(), "run_id": run_id, "backend": self.name, "run_dir": str(run_dir)}
         text = yaml.safe_dump(
             {

@@ -71,6 +71,7 @@ class RunRecord:
     model_dir: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    scheduler: dict[str, Any] | None = None  # the scheduler's own accounting, when it has one
     started_at: str = ""
     finished_at: str = ""
 
@@ -106,6 +107,29 @@ def cost_fields(
     )
 
 
+# The scheduler's elapsed time also covers what precedes our first measurement (srun,
+# container start, Python and torch imports) and follows the last, per attempt.
+AGREEMENT = {"relative": 0.10, "seconds_per_attempt": 30.0}
+
+
+def add_scheduler_usage(run_dir: Path, usage: dict[str, Any]) -> dict[str, Any] | None:
+    """Put the scheduler's GPU-seconds beside the job's own, with whether they agree."""
+    rec = load_record(run_dir)
+    if rec is None:
+        return None
+    gpus = rec["nodes"] * rec["gpus_per_node"]
+    own_elapsed = rec["wall_seconds"]
+    diff = usage["elapsed_seconds"] - own_elapsed
+    tol = AGREEMENT["relative"] * usage["elapsed_seconds"] + AGREEMENT["seconds_per_attempt"] * max(1, usage["attempts"])
+    usage = {**usage, "own_gpu_seconds": rec["gpu_seconds"], "difference_seconds": round(diff, 3),
+             "tolerance_seconds": round(tol, 3), "agree": abs(diff) <= tol and usage["gpus"] == gpus}
+    rec["scheduler"] = usage
+    from alpaca_jobs.train.checkpoint import atomic_write
+
+    atomic_write(run_dir / RECORD_FILE, json.dumps(rec, indent=1) + "\n")
+    return rec
+
+
 def load_record(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / RECORD_FILE
     return json.loads(path.read_text()) if path.is_file() else None
@@ -136,6 +160,12 @@ def format_report(rec: dict[str, Any]) -> str:
         ("data", _data_line(rec.get("data") or {})),
         ("model", rec.get("model_dir") or "-"),
     ]
+    if rec.get("scheduler"):
+        sch = rec["scheduler"]
+        rows.append(("scheduler", f"{sch['gpu_hours']:.4f} GPU-h by {sch['source']} "
+                                  f"({sch['elapsed_seconds']} s x {sch['gpus']} GPUs, {sch['attempts']} attempt(s)); "
+                                  f"{'agrees' if sch['agree'] else 'DISAGREES'} with the job's own "
+                                  f"(diff {sch['difference_seconds']:+.0f} s, tolerance {sch['tolerance_seconds']:.0f} s)"))
     if rec.get("error"):
         rows.append(("error", rec["error"]))
     width = max(len(k) for k, _ in rows)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -77,7 +78,27 @@ def train_job(payload: dict[str, Any]) -> dict[str, Any] | None:
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+    if result.status == "interrupted" and stop.signum == signal.SIGUSR2:
+        _requeue_on_slurm(loaded.spec.slurm.max_requeues)
     return record
+
+
+def _requeue_on_slurm(max_requeues: int) -> None:
+    """Time-limit warning under Slurm: the checkpoint is written, so requeue the job; the next
+    attempt resumes from it. (On SIGTERM we do not: that is scancel, or a preemption that
+    Slurm requeues by itself.)"""
+    import subprocess
+
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if not job_id or int(os.environ.get("RANK", "0")) != 0:
+        return
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+    log = logging.getLogger(__name__)
+    if restarts >= max_requeues:
+        log.warning("not requeueing job %s: already restarted %d times (slurm.max_requeues)", job_id, restarts)
+        return
+    log.info("requeueing Slurm job %s (restart %d of at most %d)", job_id, restarts + 1, max_requeues)
+    subprocess.run(["scontrol", "requeue", job_id], check=False, timeout=60)
 
 
 def _record(payload, loaded, run_dir: Path, result, started: str) -> dict[str, Any]:

@@ -1,0 +1,51 @@
+"""Checked-in files generated from the job specs must match what `make render` makes now."""
+
+import pytest
+
+from alpaca_jobs.backends.slurm import executor_params, node_python, standalone_script
+from alpaca_jobs.spec import load_spec
+from tests.conftest import ROOT, cli
+
+RENDERED = {"slurm/train.sbatch": "jobs/train.yaml", "slurm/train-local.sbatch": "jobs/train-local.yaml"}
+
+
+@pytest.mark.parametrize("path,spec", RENDERED.items())
+def test_checked_in_sbatch_scripts_match_their_specs(path, spec):
+    fresh = cli("render", spec).stdout
+    assert (ROOT / path).read_text() == fresh, f"{path} drifted from {spec}: run `make render`"
+
+
+def test_seven_b_recipe_asks_for_one_full_a100_node():
+    text = (ROOT / "slurm/train.sbatch").read_text()
+    for line in ("#SBATCH --nodes=1", "#SBATCH --ntasks-per-node=8", "#SBATCH --gpus-per-node=8",
+                 "#SBATCH --signal=USR2@120", "#SBATCH --requeue"):
+        assert line in text
+    assert "alpaca_jobs.train.worker jobs/train.yaml" in text
+
+
+def test_site_names_and_containers_come_from_configuration():
+    loaded = load_spec(ROOT / "jobs/train.yaml", [
+        "slurm.partition=a100", "slurm.account=nlp", "slurm.qos=high", "slurm.exclusive=true",
+        "slurm.gres_types={a100-80gb: a100_80g}", "slurm.constraint=ib", "resources.nodes=2",
+        "slurm.extra_sbatch={reservation: alpaca}",
+    ])
+    p = executor_params(loaded.spec)
+    assert p["gres"] == "gpu:a100_80g:8" and "gpus_per_node" not in p
+    assert (p["partition"], p["account"], p["qos"], p["constraint"], p["nodes"]) == ("a100", "nlp", "high", "ib", 2)
+    assert p["exclusive"] is True and p["additional_parameters"]["reservation"] == "alpaca"
+    text = standalone_script(loaded, "jobs/train.yaml")
+    assert "#SBATCH --gres=gpu:a100_80g:8" in text and "#SBATCH --nodes=2" in text
+    pyxis = load_spec(ROOT / "jobs/train.yaml", ["slurm.container.runtime=pyxis",
+                                                 "slurm.container.image=nvcr.io#org/alpaca:1",
+                                                 "slurm.container.mounts=[/shared:/shared]"])
+    assert executor_params(pyxis.spec)["srun_args"] == [
+        "--container-image", "nvcr.io#org/alpaca:1", "--container-mounts", "/shared:/shared"]
+    apptainer = load_spec(ROOT / "jobs/train.yaml", ["slurm.container.runtime=apptainer",
+                                                     "slurm.container.image=/images/train.sif"])
+    assert node_python(apptainer.spec) == "apptainer exec --nv /images/train.sif python3"
+
+
+def test_dry_run_prints_the_sbatch_script_submitit_writes():
+    proc = cli("submit", "jobs/train.yaml", "--cluster", "slurm", "--dry-run", "--run-id", "r")
+    assert proc.returncode == 0, proc.stderr
+    assert "#SBATCH --gpus-per-node=8" in proc.stdout and "-m submitit.core._submit" in proc.stdout

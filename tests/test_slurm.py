@@ -1,0 +1,185 @@
+"""The Slurm backend against a real single-node Slurm cluster (tests/clusters/slurm.sh):
+slurmctld, slurmd, slurmdbd + MariaDB, munge; 2 fake GPUs of gres type a100.
+
+The cluster is started by the suite (it needs root). CI runs these; they never skip there.
+A developer without root can set ALPACA_JOBS_SKIP_SLURM=1 to skip them knowingly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, cli, metrics
+
+pytestmark = pytest.mark.integration
+SPEC = "jobs/train-local.yaml"
+GRES = ["--set", "resources.gpus_per_node=2", "--set", "resources.gpu_type=a100-80gb",
+        "--set", "slurm.gres_types={a100-80gb: a100}"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def slurm_cluster():
+    if os.environ.get("ALPACA_JOBS_SKIP_SLURM") == "1":
+        pytest.skip("ALPACA_JOBS_SKIP_SLURM=1 (never set in CI)")
+    proc = subprocess.run([str(ROOT / "tests/clusters/slurm.sh"), "up"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"could not start the test Slurm cluster:\n{proc.stderr[-3000:]}"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("slurm-runs")
+
+
+def _wait_done(run_id: str, runs: Path, timeout: float = 240) -> str:
+    from alpaca_jobs.backends.base import ACTIVE_STATES
+
+    end = time.time() + timeout
+    while time.time() < end:
+        out = cli("status", run_id, "--runs-dir", str(runs)).stdout
+        state = out.split(":", 1)[1].split()[0] if ":" in out else "PENDING"
+        if state not in ACTIVE_STATES:
+            return out
+        time.sleep(1)
+    raise AssertionError(f"{run_id} still running after {timeout} s")
+
+
+def _record(runs: Path, run_id: str) -> dict:
+    return json.loads((runs / run_id / "run.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def baseline(runs) -> Path:
+    """`make submit-train CLUSTER=slurm SPEC=jobs/train-local.yaml`, followed to the end."""
+    proc = subprocess.run(
+        ["make", "-s", "submit-train", "CLUSTER=slurm", f"SPEC={SPEC}", f"VENV={sys.prefix}",
+         f"SETS=runs_dir={runs}", "ARGS=--run-id base --wait"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr + proc.stdout[-3000:]
+    assert "submitted base to slurm (job " in proc.stdout
+    assert "scheduler" in proc.stdout and "agrees with the job's own" in proc.stdout
+    return runs / "base"
+
+
+def test_embedded_default_trains_on_slurm(baseline):
+    rec = json.loads((baseline / "run.json").read_text())
+    assert rec["status"] == "completed" and rec["backend"] == "slurm" and rec["steps"] == 33
+    assert (baseline / "model" / "model.safetensors").is_file()
+    assert rec["scheduler"]["gpus"] == 0 and rec["scheduler"]["agree"]
+
+
+def test_gres_gpus_timeout_signal_checkpoint_requeue_resume(baseline, runs):
+    """USR2 is Slurm's time-limit warning (--signal=USR2@120): checkpoint, requeue, resume."""
+    proc = cli("submit", SPEC, "--cluster", "slurm", "--run-id", "gres", "--set", f"runs_dir={runs}",
+               "--set", "train.checkpoint_every_steps=4", *GRES)
+    assert proc.returncode == 0, proc.stderr
+    run_dir = runs / "gres"
+    end = time.time() + 180
+    while len(metrics(run_dir)) < 6 and time.time() < end:
+        time.sleep(0.3)
+    job = json.loads((run_dir / "handle.json").read_text())["job_id"]
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    out = _wait_done("gres", runs)
+    assert "gres: COMPLETED" in out, out
+    rec = _record(runs, "gres")
+    assert rec["attempts"] == 2 and rec["status"] == "completed"
+    assert [m["loss"] for m in metrics(run_dir)] == [m["loss"] for m in metrics(baseline)]
+    sch = rec["scheduler"]
+    assert sch["attempts"] == 2 and sch["gpus"] == 2 and rec["gpus_per_node"] == 2
+    # Both measurements of GPU-hours: the job's own and sacct's, within the stated tolerance.
+    assert sch["agree"], sch
+    assert abs(sch["gpu_seconds"] - rec["gpu_seconds"]) <= 2 * sch["tolerance_seconds"]
+    log = (run_dir / "submitit" / f"{job}_0_log.out").read_text()
+    assert "received SIGUSR2" in log and "requeueing Slurm job" in log and "resumed from" in log
+
+
+def test_cancel_checkpoints_then_stops(runs):
+    proc = cli("submit", SPEC, "--cluster", "slurm", "--run-id", "cancelled", "--set", f"runs_dir={runs}")
+    assert proc.returncode == 0, proc.stderr
+    end = time.time() + 180
+    while len(metrics(runs / "cancelled")) < 3 and time.time() < end:
+        time.sleep(0.3)
+    assert cli("cancel", "cancelled", "--runs-dir", str(runs)).returncode == 0
+    out = _wait_done("cancelled", runs)
+    assert "cancelled: CANCELLED" in out
+    time.sleep(2)  # the checkpoint was written in the KillWait grace period
+    assert (runs / "cancelled" / "checkpoints" / "latest").is_file()
+    assert _record(runs, "cancelled")["status"] == "interrupted"
+
+
+def test_failing_job_surfaces_its_error(runs, tmp_path):
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "llama", "hidden_size": "wide"}')
+    proc = cli("submit", SPEC, "--cluster", "slurm", "--run-id", "failing", "--set", f"runs_dir={runs}",
+               "--set", f"train.base_model={broken}")
+    assert proc.returncode == 0, proc.stderr
+    out = _wait_done("failing", runs)
+    assert "failing: FAILED" in out and "\nerror" in out, out
+    logs = cli("logs", "failing", "--runs-dir", str(runs)).stdout
+    assert "Traceback" in logs and _record(runs, "failing")["error"].split(":")[0] in logs
+
+
+def test_sweep_is_one_job_array(runs):
+    proc = cli("submit", SPEC, "--cluster", "slurm", "--run-id", "sweep", "--set", f"runs_dir={runs}",
+               "--set", "train.max_steps=3", "--sweep", "train.learning_rate=1.0e-3,3.0e-3")
+    assert proc.returncode == 0, proc.stderr
+    ids = [json.loads((runs / f"sweep-{i}" / "handle.json").read_text())["job_id"] for i in (0, 1)]
+    assert ids[0].split("_")[0] == ids[1].split("_")[0] and ids[0] != ids[1]  # one array, two tasks
+    for i in (0, 1):
+        assert f"sweep-{i}: COMPLETED" in _wait_done(f"sweep-{i}", runs)
+    peak = [metrics(runs / f"sweep-{i}")[0]["lr"] for i in (0, 1)]  # after 1 warmup step
+    assert peak == [1.0e-3, 3.0e-3]
+
+
+def test_plain_sbatch_script_runs(tmp_path):
+    (ROOT / "runs" / "slurm-logs").mkdir(parents=True, exist_ok=True)
+    run_dir = tmp_path / "plain"
+    out = subprocess.run(["sbatch", "--parsable", "slurm/train-local.sbatch"], cwd=ROOT, capture_output=True,
+                         text=True, env={**os.environ, "ALPACA_JOBS_RUN_DIR": str(run_dir)}, check=True)
+    job = out.stdout.strip().split(";")[0]
+    end = time.time() + 240
+    state = ""
+    while time.time() < end:
+        state = subprocess.run(["sacct", "-j", job, "-X", "-n", "-o", "State"], capture_output=True,
+                               text=True).stdout.strip()
+        if state and state.split()[0] in {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"}:
+            break
+        time.sleep(1)
+    assert state.startswith("COMPLETED"), state
+    rec = json.loads((run_dir / "run.json").read_text())
+    assert rec["status"] == "completed" and rec["backend"] == "slurm" and (run_dir / "model").is_dir()
+
+
+@pytest.mark.parametrize("sets,needle", [
+    (["resources.gpus_per_node=8", "resources.gpu_type=a100-80gb", "resources.processes_per_node=null",
+      "train.global_batch_size=32"],
+     "resources.gpus_per_node: 8 GPUs per node asked, but the largest node in any partition has 2"),
+    (["slurm.partition=h100-xl"], "slurm.partition: unknown partition 'h100-xl'; this cluster has: debug, gpu"),
+    (["resources.time_limit=three hours"], "resources.time_limit: time_limit 'three hours' is not a duration"),
+])
+def test_impossible_requests_fail_before_submission(tmp_path, sets, needle):
+    args = [a for s in sets for a in ("--set", s)]
+    proc = cli("submit", SPEC, "--cluster", "slurm", "--set", f"runs_dir={tmp_path}", *args, timeout=60)
+    assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not any(tmp_path.iterdir())
+
+
+def test_no_secret_in_pickles_logs_or_scripts(runs):
+    secret = "sk-alpaca-test-0123456789abcdef"
+    proc = cli("submit", SPEC, "--cluster", "slurm", "--run-id", "secret", "--set", f"runs_dir={runs}",
+               "--set", "train.max_steps=1", env={"OPENAI_API_KEY": secret, "HF_TOKEN": secret})
+    assert proc.returncode == 0, proc.stderr
+    _wait_done("secret", runs)
+    files = [p for p in (runs / "secret").rglob("*") if p.is_file()]
+    assert any(p.name.endswith("_submitted.pkl") for p in files) and any(p.suffix == ".sh" for p in files)
+    for p in files:
+        assert secret.encode() not in p.read_bytes(), p
+    dry = cli("submit", SPEC, "--cluster", "slurm", "--dry-run", env={"OPENAI_API_KEY": secret})
+    assert secret not in dry.stdout
