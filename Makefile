@@ -18,11 +18,11 @@ SET := $(foreach s,$(SETS),--set $(s))
 .PHONY: setup submit-train test test-fast lint bench clean render
 
 # Checked-in files generated from the job specs (a test fails when they drift).
-RENDERED := slurm/train.sbatch slurm/train-local.sbatch
-
 render: setup
 	$(BIN)/alpaca-jobs render jobs/train.yaml -o slurm/train.sbatch
 	$(BIN)/alpaca-jobs render jobs/train-local.yaml -o slurm/train-local.sbatch
+	$(BIN)/alpaca-jobs render jobs/train.yaml --cluster k8s -o k8s/overlays/train-7b/train.yaml
+	$(BIN)/alpaca-jobs render jobs/train-local.yaml --cluster k8s -o k8s/overlays/train-local/train.yaml
 
 setup: $(VENV)/.installed
 

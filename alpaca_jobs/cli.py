@@ -180,14 +180,21 @@ def cancel(run: str, runs_dir: str | None) -> None:
 
 @main.command()
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
-@click.option("-c", "--cluster", type=click.Choice(["slurm"]), default="slurm", show_default=True)
+@click.option("-c", "--cluster", type=click.Choice(["slurm", "k8s"]), default="slurm", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="write here instead of stdout")
 def render(spec_path: str, cluster: str, output: str | None) -> None:
-    """Render SPEC as a file for plain cluster tools (`sbatch slurm/train.sbatch`)."""
-    from alpaca_jobs.backends.slurm import standalone_script
+    """Render SPEC for plain cluster tools: an sbatch script, or manifests for kubectl -k."""
     from alpaca_jobs.spec import load_spec
 
-    text = standalone_script(load_spec(spec_path), spec_path)
+    loaded = load_spec(spec_path)
+    if cluster == "slurm":
+        from alpaca_jobs.backends.slurm import standalone_script
+
+        text = standalone_script(loaded, spec_path)
+    else:
+        from alpaca_jobs.backends.k8s_objects import manifests
+
+        text = manifests(loaded, spec_path)
     if output:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         Path(output).write_text(text)

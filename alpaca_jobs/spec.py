@@ -173,6 +173,36 @@ class SlurmConfig(_Strict):
     container: Container = Field(default_factory=Container)
 
 
+class Claim(_Strict):
+    claim: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+    mount: str = Field(pattern=r"^/")
+    read_only: bool = False
+
+
+class SecretEnv(_Strict):
+    secret: str
+    key: str
+
+
+class K8sConfig(_Strict):
+    """Cluster-specific Kubernetes settings: configuration, never code."""
+
+    namespace: str | None = Field(None, description="default: the kubeconfig context's")
+    gpu_products: dict[str, str] = Field(
+        default_factory=lambda: {"a100-80gb": "NVIDIA-A100-SXM4-80GB"},
+        description="gpu_type -> GPU feature discovery's nvidia.com/gpu.product label value",
+    )
+    volumes: list[Claim] = Field(default_factory=list, description="PVCs: runs, data, models")
+    shm_gb: float = Field(16, gt=0, description="memory-backed /dev/shm for the workers")
+    backoff_limit: int = Field(3, ge=0)
+    grace_seconds: int = Field(120, ge=1, description="SIGTERM to SIGKILL: time to checkpoint")
+    run_as_user: int = Field(1000, ge=1)
+    service_account: str | None = None
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    secret_env: dict[str, SecretEnv] = Field(default_factory=dict, description="ENV: {secret, key}")
+    priority_class: str | None = None
+
+
 class JobSpec(_Strict):
     job: Literal["train"]
     name: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
@@ -183,6 +213,7 @@ class JobSpec(_Strict):
     train: TrainConfig
     cost: CostConfig = Field(default_factory=CostConfig)
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)
+    k8s: K8sConfig = Field(default_factory=K8sConfig)
 
     @model_validator(mode="after")
     def _check(self) -> JobSpec:

@@ -49,3 +49,47 @@ def test_dry_run_prints_the_sbatch_script_submitit_writes():
     proc = cli("submit", "jobs/train.yaml", "--cluster", "slurm", "--dry-run", "--run-id", "r")
     assert proc.returncode == 0, proc.stderr
     assert "#SBATCH --gpus-per-node=8" in proc.stdout and "-m submitit.core._submit" in proc.stdout
+
+
+K8S = {"k8s/overlays/train-7b/train.yaml": "jobs/train.yaml", "k8s/overlays/train-local/train.yaml": "jobs/train-local.yaml"}
+
+
+@pytest.mark.parametrize("path,spec", K8S.items())
+def test_checked_in_manifests_match_their_specs(path, spec):
+    fresh = cli("render", spec, "--cluster", "k8s").stdout
+    assert (ROOT / path).read_text() == fresh, f"{path} drifted from {spec}: run `make render`"
+
+
+@pytest.mark.parametrize("overlay", ["train-7b", "train-local"])
+def test_every_overlay_is_valid_for_kubernetes_1_32_strict(overlay, tmp_path):
+    import subprocess
+
+    built = subprocess.run(["kubectl", "kustomize", str(ROOT / "k8s/overlays" / overlay)],
+                           capture_output=True, text=True, check=True).stdout
+    f = tmp_path / "all.yaml"
+    f.write_text(built)
+    proc = subprocess.run(["kubernetes-validate", "-k", "1.32.0", "--strict", str(f)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("passed") >= 5
+
+
+def test_seven_b_job_asks_for_a_full_a100_node_securely():
+    import yaml
+
+    docs = list(yaml.safe_load_all((ROOT / "k8s/overlays/train-7b/train.yaml").read_text()))
+    job = next(d for d in docs if d["kind"] == "Job")
+    pod = job["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "8"
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert any(v.get("emptyDir", {}).get("medium") == "Memory" for v in pod["volumes"])
+    assert {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v} == {
+        "alpaca-runs", "alpaca-data", "alpaca-models"}
+    assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    sc = c["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    assert rules[0]["action"] == "Ignore" and rules[0]["onPodConditions"][0]["type"] == "DisruptionTarget"
+    assert job["spec"]["backoffLimit"] >= 1 and job["spec"]["activeDeadlineSeconds"] == 6 * 3600
+    assert "--nproc-per-node=8" in c["command"]

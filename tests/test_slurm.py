@@ -141,8 +141,11 @@ def test_sweep_is_one_job_array(runs):
 def test_plain_sbatch_script_runs(tmp_path):
     (ROOT / "runs" / "slurm-logs").mkdir(parents=True, exist_ok=True)
     run_dir = tmp_path / "plain"
+    # The script runs `python3` on the node: here, this venv's (as a site's module or venv would).
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
     out = subprocess.run(["sbatch", "--parsable", "slurm/train-local.sbatch"], cwd=ROOT, capture_output=True,
-                         text=True, env={**os.environ, "ALPACA_JOBS_RUN_DIR": str(run_dir)}, check=True)
+                         text=True, env={**os.environ, "ALPACA_JOBS_RUN_DIR": str(run_dir), "PATH": path},
+                         check=True)
     job = out.stdout.strip().split(";")[0]
     end = time.time() + 240
     state = ""

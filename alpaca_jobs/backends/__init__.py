@@ -14,8 +14,9 @@ from alpaca_jobs.errors import UserError
 BACKENDS = {
     "local": "alpaca_jobs.backends.local:LocalBackend",
     "slurm": "alpaca_jobs.backends.slurm:SlurmBackend",
+    "k8s": "alpaca_jobs.backends.k8s:K8sBackend",
 }
-PLANNED = {"k8s": "issue #4"}
+PLANNED: dict[str, str] = {}
 CLUSTERS = tuple(BACKENDS) + tuple(PLANNED)
 
 

@@ -83,6 +83,8 @@ def standalone_script(loaded: LoadedSpec, spec_arg: str) -> str:
     command = (f'{node_python(spec, default="python3")} -u -m alpaca_jobs.train.worker {spec_arg} '
                f'"$RUN_DIR" --backend slurm')
     body = _make_sbatch_string(command=command, folder=logs, **params)
+    if not Path(logs).is_absolute():  # submitit made it absolute; keep it relative to the submit dir
+        body = body.replace(str(Path(logs).absolute()), logs)
     head, _, rest = body.partition("\n")
     note = (f"# Generated from {spec_arg} by `make render`; edit the spec, not this file.\n"
             f"# Submit from the repository root: mkdir -p {logs} && sbatch {{this file}}\n"

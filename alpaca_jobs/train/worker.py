@@ -177,19 +177,27 @@ def main(argv: list[str] | None = None) -> int:
     from alpaca_jobs.spec import load_spec
 
     ap = argparse.ArgumentParser(prog="alpaca_jobs.train.worker")
-    ap.add_argument("spec")
-    ap.add_argument("run_dir")
+    ap.add_argument("spec", nargs="?")
+    ap.add_argument("run_dir", nargs="?")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--backend", default="torchrun")
+    ap.add_argument("--payload", help="a rendered payload (JSON), as the Kubernetes backend mounts it")
     args = ap.parse_args(argv)
-    try:
-        loaded = load_spec(args.spec, args.overrides)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    run_dir = Path(args.run_dir)
-    payload = {**loaded.payload(), "run_id": run_dir.name, "backend": args.backend,
-               "run_dir": str(run_dir)}
+    if args.payload:
+        import json
+
+        payload = json.loads(Path(args.payload).read_text())
+    else:
+        if not (args.spec and args.run_dir):
+            ap.error("give SPEC RUN_DIR, or --payload FILE")
+        try:
+            loaded = load_spec(args.spec, args.overrides)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        run_dir = Path(args.run_dir)
+        payload = {**loaded.payload(), "run_id": run_dir.name, "backend": args.backend,
+                   "run_dir": str(run_dir)}
     try:
         train_job(payload)
     except UserError as exc:

@@ -1,0 +1,160 @@
+"""Kubernetes objects for a job spec, built from the official client's models (pure functions).
+
+A training run is a ConfigMap (the resolved spec, as the worker's payload) and a batch/v1
+Job whose one pod runs ``torchrun --standalone`` with one worker per GPU. Restricted pod
+security, a memory-backed /dev/shm, PVCs for runs/data/models (a restarted pod resumes from
+the last checkpoint on the PVC), preemption not counted against retries.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kubernetes import client as k
+
+from alpaca_jobs.spec import JobSpec, LoadedSpec
+
+PAYLOAD_DIR = "/etc/alpaca-jobs"
+PART_OF = "alpaca-jobs"
+EXIT_USER_ERROR = 2  # the worker's exit code for bad input: retrying cannot help
+
+
+def labels(spec: JobSpec, run_id: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": PART_OF,
+        "app.kubernetes.io/instance": run_id,
+        "app.kubernetes.io/component": spec.job,
+        "app.kubernetes.io/part-of": PART_OF,
+        "app.kubernetes.io/managed-by": "alpaca-jobs",
+        "alpaca-jobs/run-id": run_id,
+        "alpaca-jobs/stage": spec.job,
+    }
+
+
+def worker_command(spec: JobSpec) -> list[str]:
+    return ["python", "-m", "torch.distributed.run", "--standalone",
+            f"--nproc-per-node={spec.resources.procs_per_node}",
+            "-m", "alpaca_jobs.train.worker", "--payload", f"{PAYLOAD_DIR}/payload.json"]
+
+
+def _resources(spec: JobSpec) -> k.V1ResourceRequirements:
+    r = spec.resources
+    cpu = str(r.cpus_per_process * r.procs_per_node)
+    mem = f"{max(1, round(r.mem_gb))}Gi"
+    req = {"cpu": cpu, "memory": mem}
+    lim = {"cpu": cpu, "memory": mem}
+    if r.gpus_per_node:
+        req["nvidia.com/gpu"] = lim["nvidia.com/gpu"] = str(r.gpus_per_node)
+    return k.V1ResourceRequirements(requests=req, limits=lim)
+
+
+def _env(spec: JobSpec) -> list[k.V1EnvVar]:
+    env = [k.V1EnvVar(name="HF_HUB_OFFLINE", value="1"),
+           k.V1EnvVar(name="OMP_NUM_THREADS", value=str(spec.resources.cpus_per_process))]
+    for name, ref in sorted(spec.k8s.secret_env.items()):  # values stay in the Secret
+        env.append(k.V1EnvVar(name=name, value_from=k.V1EnvVarSource(
+            secret_key_ref=k.V1SecretKeySelector(name=ref.secret, key=ref.key))))
+    return env
+
+
+def _volumes(spec: JobSpec, config_map: str) -> tuple[list[k.V1Volume], list[k.V1VolumeMount]]:
+    vols = [
+        k.V1Volume(name="payload", config_map=k.V1ConfigMapVolumeSource(name=config_map)),
+        k.V1Volume(name="dshm", empty_dir=k.V1EmptyDirVolumeSource(
+            medium="Memory", size_limit=f"{max(1, round(spec.k8s.shm_gb))}Gi")),
+    ]
+    mounts = [k.V1VolumeMount(name="payload", mount_path=PAYLOAD_DIR, read_only=True),
+              k.V1VolumeMount(name="dshm", mount_path="/dev/shm")]
+    for i, c in enumerate(spec.k8s.volumes):
+        vols.append(k.V1Volume(name=f"pvc-{i}", persistent_volume_claim=k.V1PersistentVolumeClaimVolumeSource(
+            claim_name=c.claim, read_only=c.read_only)))
+        mounts.append(k.V1VolumeMount(name=f"pvc-{i}", mount_path=c.mount, read_only=c.read_only))
+    return vols, mounts
+
+
+def _placement(spec: JobSpec) -> dict[str, Any]:
+    if not spec.resources.gpus_per_node:
+        return {}
+    product = spec.k8s.gpu_products.get(spec.resources.gpu_type or "")
+    return {
+        "node_selector": {"nvidia.com/gpu.product": product} if product else None,
+        "tolerations": [k.V1Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")],
+    }
+
+
+def config_map(loaded: LoadedSpec, run_id: str, run_dir: str) -> k.V1ConfigMap:
+    payload = {**loaded.payload(), "run_id": run_id, "backend": "k8s", "run_dir": run_dir}
+    return k.V1ConfigMap(
+        api_version="v1", kind="ConfigMap",
+        metadata=k.V1ObjectMeta(name=f"{run_id}-spec", labels=labels(loaded.spec, run_id)),
+        data={"payload.json": json.dumps(payload, indent=1, sort_keys=True)},
+    )
+
+
+def job(loaded: LoadedSpec, run_id: str, image: str) -> k.V1Job:
+    spec = loaded.spec
+    vols, mounts = _volumes(spec, f"{run_id}-spec")
+    container = k.V1Container(
+        name=spec.job, image=image, image_pull_policy=spec.k8s.image_pull_policy,
+        command=worker_command(spec), env=_env(spec), resources=_resources(spec), volume_mounts=mounts,
+        security_context=k.V1SecurityContext(
+            allow_privilege_escalation=False, capabilities=k.V1Capabilities(drop=["ALL"]),
+            run_as_non_root=True, seccomp_profile=k.V1SeccompProfile(type="RuntimeDefault")),
+    )
+    pod = k.V1PodSpec(
+        restart_policy="Never", containers=[container], volumes=vols,
+        automount_service_account_token=False, service_account_name=spec.k8s.service_account,
+        termination_grace_period_seconds=spec.k8s.grace_seconds,
+        priority_class_name=spec.k8s.priority_class,
+        security_context=k.V1PodSecurityContext(
+            run_as_non_root=True, run_as_user=spec.k8s.run_as_user, run_as_group=spec.k8s.run_as_user,
+            fs_group=spec.k8s.run_as_user, seccomp_profile=k.V1SeccompProfile(type="RuntimeDefault")),
+        **_placement(spec),
+    )
+    failure_policy = k.V1PodFailurePolicy(rules=[
+        # Preemption, eviction, node drain: not the job's fault, do not count it.
+        k.V1PodFailurePolicyRule(action="Ignore", on_pod_conditions=[
+            k.V1PodFailurePolicyOnPodConditionsPattern(type="DisruptionTarget", status="True")]),
+        # Bad input: the next pod would fail the same way.
+        k.V1PodFailurePolicyRule(action="FailJob", on_exit_codes=k.V1PodFailurePolicyOnExitCodesRequirement(
+            container_name=spec.job, operator="In", values=[EXIT_USER_ERROR])),
+    ])
+    return k.V1Job(
+        api_version="batch/v1", kind="Job",
+        metadata=k.V1ObjectMeta(name=run_id, labels=labels(spec, run_id)),
+        spec=k.V1JobSpec(
+            backoff_limit=spec.k8s.backoff_limit,
+            active_deadline_seconds=spec.resources.time_limit_minutes * 60,
+            pod_failure_policy=failure_policy,
+            template=k.V1PodTemplateSpec(metadata=k.V1ObjectMeta(labels=labels(spec, run_id)), spec=pod),
+        ),
+    )
+
+
+def to_dicts(objs: list[Any]) -> list[dict[str, Any]]:
+    return [k.ApiClient().sanitize_for_serialization(o) for o in objs]
+
+
+def to_yaml(objs: list[Any]) -> str:
+    """YAML for people: multi-line strings (the payload) as literal blocks."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    Dumper.add_representer(str, text)
+    return "---\n".join(yaml.dump(d, Dumper=Dumper, sort_keys=False) for d in to_dicts(objs))
+
+
+def manifests(loaded: LoadedSpec, spec_arg: str) -> str:
+    """Checked-in manifests for `kubectl apply -k`: the run id is the spec's name, no namespace
+    (kustomize or kubectl sets it)."""
+    run_id = loaded.spec.name
+    run_dir = f"{loaded.spec.runs_dir}/{run_id}"
+    head = f"# Generated from {spec_arg} by `make render`; edit the spec, not this file.\n"
+    return head + to_yaml([config_map(loaded, run_id, run_dir), job(loaded, run_id, loaded.spec.image)])
