@@ -247,3 +247,82 @@ def models_prepare(preset: str, data: str) -> None:
     from alpaca_jobs.train.models import resolve_base_model
 
     click.echo(resolve_base_model(f"preset:{preset}", data))
+
+
+@main.command()
+@click.option("--model", help="a model directory (a run's model/); default: SmolLM2-135M-Instruct")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--watermark-gamma", default=0.25, show_default=True, type=float)
+@click.option("--watermark-delta", default=2.0, show_default=True, type=float)
+@click.option("--watermark-key-file", help="file holding the watermark key (or env ALPACA_JOBS_WATERMARK_KEY)")
+@click.option("--api-key-file", help="file of API keys, one per line (or env ALPACA_JOBS_API_KEYS)")
+@click.option("--flags-db", default="runs/flags.sqlite3", show_default=True)
+@click.option("--max-queue", default=16, show_default=True, type=click.IntRange(1, 10000))
+@click.option("--allow-unwatermarked", is_flag=True, help="let a request turn the watermark off")
+def serve(model, host, port, watermark_gamma, watermark_delta, watermark_key_file, api_key_file, flags_db,
+          max_queue, allow_unwatermarked) -> None:
+    """Serve a model: OpenAI-compatible API and web demo (watermark on, moderation, flags)."""
+    import logging
+
+    import uvicorn
+
+    from alpaca_jobs.serve.app import create_app
+    from alpaca_jobs.serve.server import build_state
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    state = build_state(model, watermark_gamma, watermark_delta, watermark_key_file, api_key_file, flags_db,
+                        max_queue, allow_unwatermarked)
+    click.echo(f"serving {state.engine.name} on http://{host}:{port} "
+               f"({'API keys required' if state.api_keys else 'no API keys configured'})")
+    uvicorn.run(create_app(state), host=host, port=port, log_level="info", access_log=False)
+
+
+@main.group()
+def watermark() -> None:
+    """The serve job's watermark."""
+
+
+@watermark.command("detect")
+@click.argument("file", type=click.File("r"), default="-")
+@click.option("--model", help="the served model's directory (its tokenizer); default: SmolLM2")
+@click.option("--gamma", default=0.25, show_default=True, type=float)
+@click.option("--key-file", help="the watermark key (or env ALPACA_JOBS_WATERMARK_KEY)")
+def watermark_detect(file, model, gamma, key_file) -> None:
+    """Is FILE (or stdin) watermarked? Prints z-score, p-value and verdict as JSON."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from alpaca_jobs.serve.server import resolve_model, watermark_key
+    from alpaca_jobs.serve.watermark import WatermarkConfig, detect_text
+
+    path = resolve_model(model)
+    tok = AutoTokenizer.from_pretrained(path)
+    cfg = json.loads((path / "config.json").read_text())
+    key, _ = watermark_key(key_file)
+    text = file.read()
+    if not text.strip():
+        raise UserError("no text to check: give a file or pipe text on stdin")
+    vocab = cfg.get("vocab_size") or len(tok)
+    click.echo(json.dumps(detect_text(text, tok, WatermarkConfig(key=key, gamma=gamma), vocab).as_dict()))
+
+
+@main.group()
+def flags() -> None:
+    """Outputs users flagged in the web demo."""
+
+
+@flags.command("export")
+@click.option("--flags-db", default="runs/flags.sqlite3", show_default=True)
+@click.option("-o", "--output", type=click.File("w"), default="-")
+def flags_export(flags_db, output) -> None:
+    """Write every flag as JSON lines (prompt, output, model, parameters, reason, time)."""
+    import json
+
+    from alpaca_jobs.serve.flags import FlagStore
+
+    if not Path(flags_db).is_file():
+        raise UserError(f"--flags-db {flags_db}: no such database (has the server run with it?)")
+    for row in FlagStore(Path(flags_db)).all():
+        output.write(json.dumps(row) + "\n")

@@ -77,6 +77,13 @@ def test_consolidated_model_loads_and_generates(baseline):
     out = model.generate(**ids, max_new_tokens=8, do_sample=False)
     assert out.shape[1] > ids["input_ids"].shape[1]
     assert torch.isfinite(model(**ids).logits).all()
+    # The serve job prompts a model we trained in the Alpaca format it learned.
+    from alpaca_jobs.serve.engine import Engine
+
+    engine = Engine(model_dir, watermark=None)
+    prompt = engine.chat_prompt([{"role": "user", "content": "Name a fruit."}])
+    assert prompt.endswith("### Instruction:\nName a fruit.\n\n### Response:\n")
+    assert prompt.startswith(json.loads((model_dir / "alpaca_prompt.json").read_text())["preamble_no_input"])
 
 
 def test_status_and_logs_commands(baseline, runs):

@@ -171,8 +171,9 @@ def _restore(accelerator, run_dir: Path, metrics: Path) -> LoopState:
     return state
 
 
-def _consolidate(accelerator, model, tok, out: Path) -> Path:
-    """Gather the full state dict and write a plain HF directory (safetensors) on rank 0."""
+def _consolidate(accelerator, model, tok, out: Path, prompt: dict[str, str]) -> Path:
+    """Gather the full state dict and write a plain HF directory (safetensors) on rank 0,
+    with ``alpaca_prompt.json``: the serve job then prompts it in the format it learned."""
     import shutil
 
     state_dict = accelerator.get_state_dict(model)
@@ -181,6 +182,7 @@ def _consolidate(accelerator, model, tok, out: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
         tok.save_pretrained(tmp)
+        (tmp / "alpaca_prompt.json").write_text(json.dumps(prompt, indent=1) + "\n")
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
     accelerator.wait_for_everyone()
@@ -251,7 +253,7 @@ def run(loaded: LoadedSpec, run_dir: Path, stop: StopFlag, meter: UsageMeter) ->
         checkpoint.save(accelerator, run_dir, state.step, {"loop": state.__dict__}, cfg.keep_checkpoints)
         model_dir = None
     else:
-        model_dir = _consolidate(accelerator, model, tok, run_dir / "model")
+        model_dir = _consolidate(accelerator, model, tok, run_dir / "model", cfg.prompt.model_dump())
     cfg_m = accelerator.unwrap_model(model).config
     lengths = [len(examples[i].input_ids) for s in range(state.step) for i in plan.step_examples(s)]
     return TrainResult(status, state, plan.total_steps, model_dir, stats.as_dict(), str(accelerator.device),

@@ -1,0 +1,1 @@
+"""The serve job: an OpenAI-compatible API and web demo with watermarking, moderation and flags."""
