@@ -90,10 +90,13 @@ EOF
   echo "$DIR/kubeconfig"
 }
 
+gone() { ! pgrep -f "$1" >/dev/null; }
+
 down() {
-  pkill -f fake_kubelet.py 2>/dev/null || true
-  for p in kube-scheduler kube-controller-manager kube-apiserver; do pkill -f "bin/$p" 2>/dev/null || true; done
-  pkill -f "etcd --name alpaca-test" 2>/dev/null || true
+  for p in fake_kubelet.py bin/kube-scheduler bin/kube-controller-manager bin/kube-apiserver "etcd --name alpaca-test"; do
+    pkill -f "$p" 2>/dev/null || true
+    wait_for 30 "$p to exit" gone "$p" || pkill -9 -f "$p" 2>/dev/null || true
+  done
   log "down"
 }
 

@@ -89,8 +89,8 @@ start_db() {
     mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld
     (setsid mariadbd --user=mysql --datadir="$DIR/mysql" --socket=/run/mysqld/mysqld.sock \
        --skip-networking=0 --bind-address=127.0.0.1 >"$DIR/log/mariadb.log" 2>&1 &)
-    wait_for 30 mariadb mariadb -e "select 1"
   fi
+  wait_for 60 mariadb mariadb -e "select 1"
   mariadb -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
     CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurm-test-only';
     GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"
@@ -117,11 +117,13 @@ up() {
   log "up: $(sinfo -h -o '%P %D %t %G' | tr '\n' ';')"
 }
 
+gone() { ! pgrep -x "$1" >/dev/null; }
+
 down() {
-  for d in slurmd slurmctld slurmdbd; do pkill -x "$d" 2>/dev/null || true; done
-  sleep 1
-  pkill -x mariadbd 2>/dev/null || true
-  pkill -x munged 2>/dev/null || true
+  for d in slurmd slurmctld slurmdbd mariadbd munged; do
+    pkill -x "$d" 2>/dev/null || true
+    wait_for 30 "$d to exit" gone "$d" || pkill -9 -x "$d" 2>/dev/null || true
+  done
   log "down"
 }
 
