@@ -50,6 +50,7 @@ lint: setup
 bench: setup
 	$(BIN)/python bench/packing.py
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/serve.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -153,3 +153,14 @@ def test_flags_are_durable_and_exported(client, server):
     rows = [json.loads(x) for x in out.splitlines()]
     assert rows[-1]["reason"] == "wrong answer" and rows[-1]["params"] == {"temperature": 0.7}
     assert rows[-1]["model"] == MODEL and rows[-1]["created_at"]
+
+
+def test_batched_requests_keep_their_own_seed_and_params(client):
+    """A seeded request gives the same text alone and batched with others."""
+    ask = dict(model=MODEL, messages=[{"role": "user", "content": "Describe a cat."}], max_tokens=24,
+               temperature=0.9, seed=1234)
+    alone = client.chat.completions.create(**ask).choices[0].message.content
+    other = dict(ask, seed=99, temperature=1.3, messages=[{"role": "user", "content": "Describe a dog."}])
+    with cf.ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(lambda kw: client.chat.completions.create(**kw).choices[0].message.content, [ask, other])
+    assert a == alone and b != alone

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from alpaca_jobs.serve.moderation import REFUSAL, moderate
 from alpaca_jobs.serve.watermark import detect_text
 
 PAGE = Path(__file__).with_name("page.html")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -77,6 +79,11 @@ def create_app(state: ServeState) -> FastAPI:
         e = exc.errors()[0]
         loc = ".".join(str(x) for x in e["loc"] if x != "body")
         return _err(400, f"{loc}: {e['msg']}" if loc else e["msg"], param=loc or None)
+
+    @app.exception_handler(Exception)
+    async def crashed(_: Request, exc: Exception):
+        log.exception("request failed")
+        return _err(500, f"the server failed to handle this request ({type(exc).__name__})", "server_error")
 
     @app.get("/healthz")
     async def healthz():

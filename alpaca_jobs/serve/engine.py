@@ -1,8 +1,8 @@
 """The generation engine: one model, a bounded queue, watermarked sampling, streaming.
 
-Requests are queued, not run all at once: one generation at a time on the device (a CPU or
-one GPU), at most ``max_queue`` waiting; beyond that callers get ``QueueFull`` (HTTP 429)
-rather than unbounded memory. Prompt formats: a model with a chat template gets it for chat
+Requests wait in a bounded queue and are decoded in batches of up to ``max_batch``
+(``batcher.py``); with ``max_queue`` requests queued or running, more get ``QueueFull``
+(HTTP 429) rather than unbounded memory. Prompt formats: a model with a chat template gets it for chat
 requests; Alpaca-tuned models (our training writes ``alpaca_prompt.json`` beside them) get
 the Alpaca format.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -53,7 +52,7 @@ class Generation:
 
 class Engine:
     def __init__(self, model_dir: Path, watermark: WatermarkConfig | None, max_queue: int = 16,
-                 max_tokens_limit: int = 1024, name: str | None = None) -> None:
+                 max_tokens_limit: int = 1024, name: str | None = None, max_batch: int = 8) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.model_dir = Path(model_dir)
@@ -69,9 +68,12 @@ class Engine:
         self.max_queue, self.max_tokens_limit = max_queue, max_tokens_limit
         marker = self.model_dir / ALPACA_MARKER
         self.alpaca = json.loads(marker.read_text()) if marker.is_file() else None
-        self._lock = threading.Lock()
         self._waiting = 0
         self.created = int(time.time())
+        from alpaca_jobs.serve.batcher import Batcher
+
+        proc = WatermarkLogitsProcessor(watermark, self.vocab) if watermark else None
+        self.batcher = Batcher(self.model, self.tok, device, proc, max_batch=max_batch)
 
     # -- prompts ---------------------------------------------------------------------------
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
@@ -92,88 +94,45 @@ class Engine:
         return ids
 
     # -- generation --------------------------------------------------------------------------
-    def _kwargs(self, ids: list[int], params: GenParams, streamer=None) -> dict:
-        from transformers import LogitsProcessorList
+    def _admit(self, ids: list[int], params: GenParams):
+        from alpaca_jobs.serve.batcher import Row
 
-        procs = LogitsProcessorList()
-        if params.watermark and self.watermark:
-            procs.append(WatermarkLogitsProcessor(self.watermark, self.vocab))
-        sample = params.temperature > 0
-        kw = dict(input_ids=torch.tensor([ids], device=self.device),
-                  attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=self.device),
-                  max_new_tokens=params.max_tokens, do_sample=sample, logits_processor=procs,
-                  pad_token_id=self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id,
-                  streamer=streamer)
-        if sample:
-            kw.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
-        return kw
-
-    def _run(self, ids: list[int], params: GenParams, streamer=None) -> list[int]:
-        with self._lock, torch.no_grad():
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
-            out = self.model.generate(**self._kwargs(ids, params, streamer))
-        return out[0, len(ids):].tolist()
-
-    def _admit(self) -> None:
         if self._waiting >= self.max_queue:
-            raise QueueFull(f"{self._waiting} requests are waiting; try again shortly")
+            raise QueueFull(f"{self._waiting} requests are queued or running; try again shortly")
         self._waiting += 1
+        row = Row(ids, params, asyncio.get_running_loop(), asyncio.Queue())
+        self.batcher.submit(row)
+        return row
 
-    def _finish(self, new_ids: list[int], params: GenParams, prompt_len: int) -> Generation:
-        eos = self.tok.eos_token_id
-        hit_eos = bool(new_ids) and new_ids[-1] == eos
-        text = self.tok.decode(new_ids, skip_special_tokens=True)
-        text, stopped = _apply_stop(text, params.stop)
-        reason = "stop" if hit_eos or stopped or len(new_ids) < params.max_tokens else "length"
-        return Generation(text, prompt_len, len(new_ids), reason)
+    def _result(self, row) -> Generation:
+        return Generation(row.sent, len(row.ids), len(row.new), row.reason)
 
     async def generate(self, ids: list[int], params: GenParams) -> Generation:
-        self._admit()
+        row = self._admit(ids, params)
         try:
-            new_ids = await asyncio.to_thread(self._run, ids, params)
+            while True:
+                kind, value = await row.out.get()
+                if kind == "error":
+                    raise value
+                if kind == "done":
+                    return self._result(row)
         finally:
             self._waiting -= 1
-        return self._finish(new_ids, params, len(ids))
 
     async def stream(self, ids: list[int], params: GenParams) -> AsyncIterator[tuple[str, Generation | None]]:
         """Yields (text delta, None) while generating, then ("", final Generation)."""
-        from transformers import TextIteratorStreamer
-
-        self._admit()
-        streamer = TextIteratorStreamer(self.tok, skip_prompt=True, skip_special_tokens=True, timeout=600)
-        result: dict = {}
-
-        def work() -> None:
-            try:
-                result["ids"] = self._run(ids, params, streamer)
-            except Exception as exc:  # noqa: BLE001 - reported to the client below
-                result["error"] = exc
-                streamer.end()
-
-        thread = threading.Thread(target=work, daemon=True)
+        row = self._admit(ids, params)
         try:
-            thread.start()
-            sent = ""
-            iterator = iter(streamer)
             while True:
-                piece = await asyncio.to_thread(next, iterator, None)
-                if piece is None:
+                kind, value = await row.out.get()
+                if kind == "error":
+                    raise value
+                if kind == "done":
                     break
-                candidate, stopped = _apply_stop(sent + piece, params.stop)
-                if candidate[len(sent):]:
-                    yield candidate[len(sent):], None
-                sent = candidate
-                if stopped:
-                    break
-            await asyncio.to_thread(thread.join)
+                yield value, None
         finally:
             self._waiting -= 1
-        if "error" in result:
-            raise result["error"]
-        final = self._finish(result.get("ids", []), params, len(ids))
-        final.text = sent if params.stop else final.text
-        yield "", final
+        yield "", self._result(row)
 
 
 def _apply_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:

@@ -52,7 +52,7 @@ class GreenLists:
             g = torch.Generator().manual_seed((self._key * 1_000_003 + prev) % (2**63 - 1))
             m = torch.zeros(self.vocab, dtype=torch.bool)
             m[torch.randperm(self.vocab, generator=g)[: self.size]] = True
-            if len(self._cache) > 65536:
+            if len(self._cache) >= 2048:  # ~100 MB at a 49K vocabulary; cleared, not grown
                 self._cache.clear()
             self._cache[prev] = m
         return m
@@ -64,12 +64,23 @@ class WatermarkLogitsProcessor:
     def __init__(self, cfg: WatermarkConfig, vocab_size: int) -> None:
         self.cfg = cfg
         self.lists = GreenLists(cfg, vocab_size)
+        self._bias: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
+
+    def bias(self, prev: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """delta on the green list, 0 elsewhere: one dense add per row (no boolean scatter)."""
+        key = (prev, device, dtype)
+        b = self._bias.get(key)
+        if b is None:
+            b = (self.lists.mask(prev).to(dtype) * self.cfg.delta).to(device)
+            if len(self._bias) >= 1024:  # ~200 MB of float32 at a 49K vocabulary
+                self._bias.clear()
+            self._bias[key] = b
+        return b
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        vocab = scores.shape[-1]
+        n = min(scores.shape[-1], self.lists.vocab)
         for row in range(input_ids.shape[0]):
-            mask = self.lists.mask(int(input_ids[row, -1]))[:vocab].to(scores.device)
-            scores[row, : mask.shape[0]][mask] += self.cfg.delta
+            scores[row, :n] += self.bias(int(input_ids[row, -1]), scores.device, scores.dtype)[:n]
         return scores
 
 
