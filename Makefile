@@ -9,13 +9,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ifeq ($(CLUSTER),local)
 SPEC ?= jobs/train-local.yaml
+SERVE_SPEC ?= jobs/serve-local.yaml
 else
 SPEC ?= jobs/train.yaml
+SERVE_SPEC ?= jobs/serve.yaml
 endif
 DRY := $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run,)
 SET := $(foreach s,$(SETS),--set $(s))
 
-.PHONY: setup submit-train test test-fast lint bench clean render
+.PHONY: images setup submit-train submit-serve test test-fast lint bench clean render
 
 # Checked-in files generated from the job specs (a test fails when they drift).
 render: setup
@@ -23,6 +25,7 @@ render: setup
 	$(BIN)/alpaca-jobs render jobs/train-local.yaml -o slurm/train-local.sbatch
 	$(BIN)/alpaca-jobs render jobs/train.yaml --cluster k8s -o k8s/overlays/train-7b/train.yaml
 	$(BIN)/alpaca-jobs render jobs/train-local.yaml --cluster k8s -o k8s/overlays/train-local/train.yaml
+	$(BIN)/alpaca-jobs render jobs/serve.yaml --cluster k8s -o k8s/overlays/serve-7b/serve.yaml
 
 setup: $(VENV)/.installed
 
@@ -37,6 +40,21 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 submit-train: setup
 	$(BIN)/alpaca-jobs submit $(SPEC) --cluster $(CLUSTER) $(DRY) $(SET) $(ARGS)
+
+# A server runs until cancelled (alpaca-jobs cancel <run>); SPEC= overrides SERVE_SPEC.
+submit-serve: setup
+	$(BIN)/alpaca-jobs submit $(if $(filter command line,$(origin SPEC)),$(SPEC),$(SERVE_SPEC)) --cluster $(CLUSTER) $(DRY) $(SET) $(ARGS)
+
+# Container images, one per job: docker where a daemon runs, else buildah (no daemon needed).
+# REGISTRY/TAG name them; CUDA_BASE/SLIM_BASE choose the bases.
+REGISTRY ?= alpaca-jobs
+TAG ?= latest
+BUILD_ARGS := $(if $(CUDA_BASE),--build-arg CUDA_BASE=$(CUDA_BASE)) $(if $(SLIM_BASE),--build-arg SLIM_BASE=$(SLIM_BASE))
+images:
+	for t in generate train serve evaluate; do \
+	  if docker info >/dev/null 2>&1; then docker build -f images/Dockerfile --target $$t $(BUILD_ARGS) -t $(REGISTRY)/$$t:$(TAG) . ; \
+	  else buildah bud --layers -f images/Dockerfile --target $$t $(BUILD_ARGS) -t $(REGISTRY)/$$t:$(TAG) . ; fi || exit 1; \
+	done
 
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

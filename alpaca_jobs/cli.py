@@ -84,6 +84,10 @@ def submit(spec: str, cluster: str, overrides: tuple[str, ...], sweep: str | Non
         click.echo(f"  run dir: {handle.run_dir}")
     runs_dir = Path(handles[0].run_dir).parent
     click.echo(f"  follow:  alpaca-jobs status|logs|cancel {handles[0].run_id} --runs-dir {runs_dir}")
+    from alpaca_jobs import kinds
+
+    if kinds.long_running(specs[0].spec.job) and wait is None:
+        wait = False  # a server runs until cancelled: do not block on it by default
     if len(handles) == 1 and (wait if wait is not None else cluster == "local"):
         _follow(backend, handles[0])
 

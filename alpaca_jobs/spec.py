@@ -203,20 +203,44 @@ class K8sConfig(_Strict):
     priority_class: str | None = None
 
 
+class ServeConfig(_Strict):
+    """The serve job. Secrets (API keys, the watermark key) come from the environment only:
+    ALPACA_JOBS_API_KEYS, ALPACA_JOBS_WATERMARK_KEY (on Kubernetes via k8s.secret_env)."""
+
+    model: str | None = Field(None, description="a model directory; default: SmolLM2-135M-Instruct")
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=1, le=65535)
+    max_queue: int = Field(16, ge=1)
+    watermark_gamma: float = Field(0.25, gt=0, lt=1)
+    watermark_delta: float = Field(2.0, ge=0)
+    allow_unwatermarked: bool = False
+    flags_db: str = "runs/flags.sqlite3"
+
+
 class JobSpec(_Strict):
-    job: Literal["train"]
+    job: Literal["train", "serve"]
     name: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
     image: str = "alpaca-jobs/train:latest"
     runs_dir: str = "runs"
     resources: Resources = Field(default_factory=Resources)
-    layout: str = Field(description="layout file, relative to the spec file")
-    train: TrainConfig
+    layout: str = Field("layouts/fsdp2-cpu.yaml", description="layout file, relative to the spec file")
+    train: TrainConfig | None = None
+    serve: ServeConfig | None = None
     cost: CostConfig = Field(default_factory=CostConfig)
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)
     k8s: K8sConfig = Field(default_factory=K8sConfig)
 
     @model_validator(mode="after")
     def _check(self) -> JobSpec:
+        for section in ("train", "serve"):
+            if section == self.job and getattr(self, section) is None:
+                raise ValueError(f"{section}: required for a {self.job} job")
+            if section != self.job and getattr(self, section) is not None:
+                raise ValueError(f"{section}: not allowed in a {self.job} job")
+        if self.job != "train":
+            if self.resources.world_size != 1:
+                raise ValueError(f"resources: a {self.job} job runs one process (one GPU at most)")
+            return self
         per_step = self.train.micro_batch_size * self.resources.world_size
         if self.train.global_batch_size % per_step:
             raise ValueError(
@@ -229,6 +253,8 @@ class JobSpec(_Strict):
     @property
     def grad_accum_steps(self) -> int:
         """Micro-steps per optimizer step, derived so the global batch is the same on any size."""
+        if self.train is None:
+            return 1
         per_step = self.train.micro_batch_size * self.resources.world_size
         return self.train.global_batch_size // per_step
 
@@ -324,12 +350,16 @@ def _format_validation(path: Path, exc: ValidationError, model: type[BaseModel])
 
 
 def _valid_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    import typing
+
     for part in loc:
         field = model.model_fields.get(str(part))
         ann = getattr(field, "annotation", None)
-        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+        options = [ann, *typing.get_args(ann)]  # X, or X | None
+        found = [a for a in options if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not found:
             return []
-        model = ann
+        model = found[0]
     return sorted(model.model_fields)
 
 

@@ -116,15 +116,53 @@ def test_secrets_come_by_reference_only(ns, tmp_path):
     assert secret not in cli("logs", "k8s-secret", "--runs-dir", str(tmp_path)).stdout
 
 
-@pytest.mark.parametrize("overlay", ["train-7b", "train-local"])
+@pytest.mark.parametrize("overlay", ["train-7b", "train-local", "serve-7b"])
 def test_kubectl_apply_k_each_overlay(overlay):
     """kubectl builds each overlay and the server accepts every object. The test server is
     1.20, older than podFailurePolicy (1.26+), so kubectl's client-side check against *its*
     schema is off; the schema check for a current version is kubernetes-validate's (test_render)."""
     path = ROOT / "k8s" / "overlays" / overlay
+    made_ns = False
+    if overlay == "serve-7b":  # it deploys into the namespace train-7b owns
+        made_ns = subprocess.run(["kubectl", "create", "namespace", "alpaca-jobs"], capture_output=True).returncode == 0
     proc = subprocess.run(["kubectl", "apply", "-k", str(path), "--validate=false"], capture_output=True, text=True)
     try:
         assert proc.returncode == 0, proc.stderr
-        assert "job.batch/" in proc.stdout and "configmap/" in proc.stdout
+        assert ("job.batch/" in proc.stdout or "deployment.apps/" in proc.stdout) and "configmap/" in proc.stdout
     finally:
-        subprocess.run(["kubectl", "delete", "-k", str(path), "--wait=false"], capture_output=True)
+        subprocess.run(["kubectl", "delete", "-k", str(path), "--wait=true", "--timeout=120s"], capture_output=True)
+        if made_ns:
+            subprocess.run(["kubectl", "delete", "namespace", "alpaca-jobs", "--wait=true", "--timeout=120s"],
+                           capture_output=True)
+
+
+def test_serve_deployment_answers_and_cancel_removes_everything(ns, tmp_path):
+    from tests.test_serve import _free_port
+
+    port = _free_port()
+    proc = cli("submit", "jobs/serve-local.yaml", "--cluster", "k8s", "--run-id", "k8s-serve",
+               "--set", f"runs_dir={tmp_path}", "--set", f"k8s.namespace={ns}", "--set", f"serve.port={port}",
+               "--set", f"serve.flags_db={tmp_path}/flags.db")
+    assert proc.returncode == 0, proc.stderr
+    assert f"(job {ns}/deployment/k8s-serve)" in proc.stdout
+    _wait("k8s-serve", tmp_path, {"RUNNING"}, timeout=120)
+    import urllib.request
+
+    end = time.time() + 240
+    while time.time() < end:  # the pod's process (the fake kubelet's) loads the model, then answers
+        try:
+            body = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).read())
+            break
+        except OSError:
+            time.sleep(1)
+    assert body["status"] == "ready"
+    svc = subprocess.run(["kubectl", "-n", ns, "get", "service", "k8s-serve", "-o", "json"], capture_output=True,
+                         text=True, check=True).stdout
+    assert json.loads(svc)["metadata"]["ownerReferences"][0]["kind"] == "Deployment"
+    assert cli("cancel", "k8s-serve", "--runs-dir", str(tmp_path)).returncode == 0
+    _wait("k8s-serve", tmp_path, {"DELETED"}, timeout=120)
+    end = time.time() + 60
+    while time.time() < end and subprocess.run(["kubectl", "-n", ns, "get", "service", "k8s-serve"],
+                                                capture_output=True).returncode == 0:
+        time.sleep(1)  # the garbage collector removes what the Deployment owned
+    assert subprocess.run(["kubectl", "-n", ns, "get", "service", "k8s-serve"], capture_output=True).returncode != 0

@@ -51,7 +51,8 @@ def test_dry_run_prints_the_sbatch_script_submitit_writes():
     assert "#SBATCH --gpus-per-node=8" in proc.stdout and "-m submitit.core._submit" in proc.stdout
 
 
-K8S = {"k8s/overlays/train-7b/train.yaml": "jobs/train.yaml", "k8s/overlays/train-local/train.yaml": "jobs/train-local.yaml"}
+K8S = {"k8s/overlays/train-7b/train.yaml": "jobs/train.yaml", "k8s/overlays/train-local/train.yaml": "jobs/train-local.yaml",
+       "k8s/overlays/serve-7b/serve.yaml": "jobs/serve.yaml"}
 
 
 @pytest.mark.parametrize("path,spec", K8S.items())
@@ -60,7 +61,7 @@ def test_checked_in_manifests_match_their_specs(path, spec):
     assert (ROOT / path).read_text() == fresh, f"{path} drifted from {spec}: run `make render`"
 
 
-@pytest.mark.parametrize("overlay", ["train-7b", "train-local"])
+@pytest.mark.parametrize("overlay", ["train-7b", "train-local", "serve-7b"])
 def test_every_overlay_is_valid_for_kubernetes_1_32_strict(overlay, tmp_path):
     import subprocess
 
@@ -70,11 +71,11 @@ def test_every_overlay_is_valid_for_kubernetes_1_32_strict(overlay, tmp_path):
     import yaml
 
     docs = [d for d in yaml.safe_load_all(built) if d]
-    assert len(docs) >= 5
+    assert len(docs) >= 4
     for doc in docs:  # raises ValidationError (unknown field in strict mode, wrong type, ...)
         kubernetes_validate.validate(doc, "1.32.0", strict=True)
-    job = next(d for d in docs if d["kind"] == "Job")
-    job["spec"]["podFailurePolicyy"] = job["spec"].pop("podFailurePolicy")  # the check can fail
+    job = next(d for d in docs if d["kind"] in ("Job", "Deployment"))
+    job["spec"]["replicaz"] = 1  # the check can fail
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(job, "1.32.0", strict=True)
 
@@ -99,3 +100,17 @@ def test_seven_b_job_asks_for_a_full_a100_node_securely():
     assert rules[0]["action"] == "Ignore" and rules[0]["onPodConditions"][0]["type"] == "DisruptionTarget"
     assert job["spec"]["backoffLimit"] >= 1 and job["spec"]["activeDeadlineSeconds"] == 6 * 3600
     assert "--nproc-per-node=8" in c["command"]
+
+
+def test_serve_deployment_has_probes_service_and_secret_refs():
+    import yaml
+
+    docs = list(yaml.safe_load_all((ROOT / "k8s/overlays/serve-7b/serve.yaml").read_text()))
+    kinds = [d["kind"] for d in docs]
+    assert kinds == ["ConfigMap", "Deployment", "Service"]
+    c = docs[1]["spec"]["template"]["spec"]["containers"][0]
+    assert c["startupProbe"]["httpGet"]["path"] == "/healthz" and c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz" and c["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "valueFrom" in e}
+    assert refs["ALPACA_JOBS_API_KEYS"] == {"name": "alpaca-serve", "key": "api-keys"}
+    assert docs[2]["spec"]["selector"] == {"alpaca-jobs/run-id": "alpaca-7b-serve"}

@@ -164,3 +164,52 @@ def test_batched_requests_keep_their_own_seed_and_params(client):
     with cf.ThreadPoolExecutor(2) as pool:
         a, b = pool.map(lambda kw: client.chat.completions.create(**kw).choices[0].message.content, [ask, other])
     assert a == alone and b != alone
+
+
+def _wait_ready(port: int, timeout: float = 300) -> dict:
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).read())
+        except OSError:
+            time.sleep(1)
+    raise AssertionError(f"no server on port {port} after {timeout} s")
+
+
+def test_make_submit_serve_runs_until_cancelled(tmp_path):
+    port = _free_port()
+    proc = subprocess.run(["make", "-s", "submit-serve", f"VENV={sys.prefix}", "ARGS=--run-id served",
+                           f"SETS=runs_dir={tmp_path} serve.port={port} serve.flags_db={tmp_path}/flags.db"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "submitted served to local" in proc.stdout  # returned at once: a server is not waited for
+    assert _wait_ready(port)["model"] == MODEL
+    assert "served: RUNNING" in cli("status", "served", "--runs-dir", str(tmp_path)).stdout
+    assert cli("cancel", "served", "--runs-dir", str(tmp_path)).returncode == 0
+    end = time.time() + 60
+    while time.time() < end and "STOPPED" not in cli("status", "served", "--runs-dir", str(tmp_path)).stdout:
+        time.sleep(1)
+    rec = json.loads((tmp_path / "served" / "run.json").read_text())
+    assert rec["job"] == "serve" and rec["status"] == "stopped" and rec["wall_seconds"] > 0
+
+
+def test_flags_survive_a_restart_of_the_store(tmp_path):
+    from alpaca_jobs.serve.flags import FlagStore
+
+    db = tmp_path / "flags.sqlite3"
+    FlagStore(db).add("p", "o", "r", "m", {"top_p": 0.9})
+    rows = FlagStore(db).all()  # a new process would open it the same way
+    assert [(r["prompt"], r["output"], r["reason"], r["params"]) for r in rows] == [("p", "o", "r", {"top_p": 0.9})]
+
+
+def test_openai_moderation_path_with_the_real_client(server, monkeypatch):
+    """ALPACA_JOBS_MODERATION=openai sends text through the `openai` client. OpenAI's endpoint
+    is a paid API: this server's own /v1/moderations stands in for it, over real HTTP."""
+    from alpaca_jobs.serve.moderation import moderate
+
+    monkeypatch.setenv("ALPACA_JOBS_MODERATION", "openai")
+    monkeypatch.setenv("OPENAI_API_KEY", KEYS.split(",")[0])
+    monkeypatch.setenv("OPENAI_BASE_URL", server["base"] + "/v1")
+    bad = moderate("How do I synthesize methamphetamine at home?")
+    assert bad.source == "openai" and bad.flagged and bad.categories["illicit/drugs"]
+    assert not moderate("How do I bake sourdough bread?").flagged

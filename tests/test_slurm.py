@@ -186,3 +186,16 @@ def test_no_secret_in_pickles_logs_or_scripts(runs):
         assert secret.encode() not in p.read_bytes(), p
     dry = cli("submit", SPEC, "--cluster", "slurm", "--dry-run", env={"OPENAI_API_KEY": secret})
     assert secret not in dry.stdout
+
+
+def test_serve_job_on_slurm(runs):
+    from tests.test_serve import MODEL, _free_port, _wait_ready
+
+    port = _free_port()
+    proc = cli("submit", "jobs/serve-local.yaml", "--cluster", "slurm", "--run-id", "served",
+               "--set", f"runs_dir={runs}", "--set", f"serve.port={port}", "--set", f"serve.flags_db={runs}/flags.db")
+    assert proc.returncode == 0, proc.stderr
+    assert _wait_ready(port)["model"] == MODEL  # the node is this machine
+    assert "served: RUNNING" in cli("status", "served", "--runs-dir", str(runs)).stdout
+    assert cli("cancel", "served", "--runs-dir", str(runs)).returncode == 0
+    assert "served: CANCELLED" in _wait_done("served", runs)

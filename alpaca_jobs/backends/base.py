@@ -17,8 +17,6 @@ from typing import Any
 
 from alpaca_jobs.spec import LoadedSpec
 
-# The function each job kind runs in its worker processes (imported there, not here).
-JOB_ENTRYPOINTS = {"train": "alpaca_jobs.train.worker:train_job"}
 HANDLE_FILE = "handle.json"
 
 

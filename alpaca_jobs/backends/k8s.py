@@ -61,34 +61,42 @@ class K8sBackend(Backend):
         run_dir = str(Path(spec.runs_dir) / run_id)
         ns = current_namespace(loaded)
         cm = objs.config_map(loaded, run_id, run_dir)
-        job = objs.job(loaded, run_id, spec.image)
-        cm.metadata.namespace = job.metadata.namespace = ns
-        text = objs.to_yaml([cm, job])
+        work = objs.workload(loaded, run_id, spec.image)
+        for o in [cm, *work]:
+            o.metadata.namespace = ns
+        text = objs.to_yaml([cm, *work])
         return Submission(self.name, run_id, Path(run_dir), {"namespace": ns, "run_dir": run_dir},
-                          {"objects": objs.to_dicts([cm, job])}, text)
+                          {"objects": objs.to_dicts([cm, *work])}, text)
 
     def submit(self, sub: Submission) -> JobHandle:
         client = _api()
         from kubernetes.client.rest import ApiException
 
         ns = sub.payload["namespace"]
-        cm, job = sub.params["objects"]
-        core, batch = client.CoreV1Api(), client.BatchV1Api()
+        cm, owner_obj, *rest = sub.params["objects"]
+        core, batch, apps = client.CoreV1Api(), client.BatchV1Api(), client.AppsV1Api()
+        is_job = owner_obj["kind"] == "Job"
         try:
-            created = batch.create_namespaced_job(ns, job)
+            created = (batch.create_namespaced_job if is_job else apps.create_namespaced_deployment)(ns, owner_obj)
         except ApiException as exc:
             raise _server_error(exc) from None
-        owner = {"apiVersion": "batch/v1", "kind": "Job", "name": created.metadata.name,
+        owner = {"apiVersion": owner_obj["apiVersion"], "kind": owner_obj["kind"], "name": created.metadata.name,
                  "uid": created.metadata.uid, "blockOwnerDeletion": True}
-        cm["metadata"]["ownerReferences"] = [owner]
         try:
-            core.create_namespaced_config_map(ns, cm)
+            for obj in [cm, *rest]:  # owned: deleting the Job/Deployment deletes them too
+                obj["metadata"]["ownerReferences"] = [owner]
+                create = core.create_namespaced_config_map if obj["kind"] == "ConfigMap" else core.create_namespaced_service
+                try:
+                    create(ns, obj)
+                except ApiException as exc:
+                    if exc.status != 409 or obj["kind"] != "ConfigMap":  # a resumed run's ConfigMap may exist
+                        raise
+                    core.replace_namespaced_config_map(obj["metadata"]["name"], ns, obj)
         except ApiException as exc:
-            if exc.status != 409:  # a resumed run's ConfigMap may be there already
-                batch.delete_namespaced_job(created.metadata.name, ns, propagation_policy="Background")
-                raise _server_error(exc) from None
-            core.replace_namespaced_config_map(cm["metadata"]["name"], ns, cm)
-        handle = JobHandle(sub.run_id, self.name, f"{ns}/{created.metadata.name}", str(sub.run_dir), [],
+            self._delete(ns, owner_obj["kind"], created.metadata.name, "Background")
+            raise _server_error(exc) from None
+        kind_part = "" if is_job else "deployment/"
+        handle = JobHandle(sub.run_id, self.name, f"{ns}/{kind_part}{created.metadata.name}", str(sub.run_dir), [],
                            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         self._save_handle(handle)
         return handle
@@ -105,22 +113,34 @@ class K8sBackend(Backend):
             handle.run_dir = str(local.absolute())
             handle.save()
 
-    def _job(self, handle: JobHandle) -> Any:
+    @staticmethod
+    def _parse(handle: JobHandle) -> tuple[str, str, str]:
+        """(namespace, kind, name) from "ns/name" (a Job) or "ns/deployment/name"."""
+        parts = handle.job_id.split("/")
+        return (parts[0], "Job", parts[1]) if len(parts) == 2 else (parts[0], "Deployment", parts[2])
+
+    def _read(self, handle: JobHandle) -> Any:
         client = _api()
         from kubernetes.client.rest import ApiException
 
-        ns, name = handle.job_id.split("/", 1)
+        ns, kind, name = self._parse(handle)
         try:
-            return client.BatchV1Api().read_namespaced_job(name, ns)
+            if kind == "Job":
+                return client.BatchV1Api().read_namespaced_job(name, ns)
+            return client.AppsV1Api().read_namespaced_deployment(name, ns)
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise _server_error(exc) from None
 
     def status(self, handle: JobHandle) -> str:
-        job = self._job(handle)
+        job = self._read(handle)
         if job is None:
             return "DELETED"
+        if self._parse(handle)[1] == "Deployment":
+            if job.metadata.deletion_timestamp:
+                return "CANCELLED"
+            return "RUNNING" if (job.status.available_replicas or 0) > 0 else "PENDING"
         for cond in job.status.conditions or []:
             if cond.status == "True" and cond.type in ("Complete", "Failed"):
                 return "COMPLETED" if cond.type == "Complete" else "FAILED"
@@ -132,9 +152,9 @@ class K8sBackend(Backend):
         client = _api()
         from kubernetes.client.rest import ApiException
 
-        ns, name = handle.job_id.split("/", 1)
+        ns, _, name = self._parse(handle)
         core = client.CoreV1Api()
-        pods = core.list_namespaced_pod(ns, label_selector=f"job-name={name}").items
+        pods = core.list_namespaced_pod(ns, label_selector=f"alpaca-jobs/run-id={name}").items
         if not pods:
             return ""
         pod = max(pods, key=lambda p: p.metadata.creation_timestamp)
@@ -146,12 +166,19 @@ class K8sBackend(Backend):
             raise _server_error(exc) from None
 
     def cancel(self, handle: JobHandle) -> None:
+        ns, kind, name = self._parse(handle)
+        self._delete(ns, kind, name, "Foreground")
+
+    @staticmethod
+    def _delete(ns: str, kind: str, name: str, propagation: str) -> None:
         client = _api()
         from kubernetes.client.rest import ApiException
 
-        ns, name = handle.job_id.split("/", 1)
         try:
-            client.BatchV1Api().delete_namespaced_job(name, ns, propagation_policy="Foreground")
+            if kind == "Job":
+                client.BatchV1Api().delete_namespaced_job(name, ns, propagation_policy=propagation)
+            else:
+                client.AppsV1Api().delete_namespaced_deployment(name, ns, propagation_policy=propagation)
         except ApiException as exc:
             if exc.status != 404:
                 raise _server_error(exc) from None

@@ -33,6 +33,8 @@ def labels(spec: JobSpec, run_id: str) -> dict[str, str]:
 
 
 def worker_command(spec: JobSpec) -> list[str]:
+    if spec.job == "serve":
+        return ["python", "-m", "alpaca_jobs.serve.worker", "--payload", f"{PAYLOAD_DIR}/payload.json"]
     return ["python", "-m", "torch.distributed.run", "--standalone",
             f"--nproc-per-node={spec.resources.procs_per_node}",
             "-m", "alpaca_jobs.train.worker", "--payload", f"{PAYLOAD_DIR}/payload.json"]
@@ -92,7 +94,7 @@ def config_map(loaded: LoadedSpec, run_id: str, run_dir: str) -> k.V1ConfigMap:
     )
 
 
-def job(loaded: LoadedSpec, run_id: str, image: str) -> k.V1Job:
+def _pod(loaded: LoadedSpec, run_id: str, image: str, restart: str) -> k.V1PodSpec:
     spec = loaded.spec
     vols, mounts = _volumes(spec, f"{run_id}-spec")
     container = k.V1Container(
@@ -102,8 +104,18 @@ def job(loaded: LoadedSpec, run_id: str, image: str) -> k.V1Job:
             allow_privilege_escalation=False, capabilities=k.V1Capabilities(drop=["ALL"]),
             run_as_non_root=True, seccomp_profile=k.V1SeccompProfile(type="RuntimeDefault")),
     )
-    pod = k.V1PodSpec(
-        restart_policy="Never", containers=[container], volumes=vols,
+    if spec.job == "serve":
+        port = spec.serve.port
+        container.ports = [k.V1ContainerPort(name="http", container_port=port)]
+
+        def probe(path: str, **kw) -> k.V1Probe:
+            return k.V1Probe(http_get=k.V1HTTPGetAction(path=path, port="http"), **kw)
+        # Loading a model takes minutes: the startup probe allows 10 before liveness counts.
+        container.startup_probe = probe("/healthz", period_seconds=10, failure_threshold=60)
+        container.liveness_probe = probe("/healthz", period_seconds=20, failure_threshold=3)
+        container.readiness_probe = probe("/readyz", period_seconds=5, failure_threshold=2)
+    return k.V1PodSpec(
+        restart_policy=restart, containers=[container], volumes=vols,
         automount_service_account_token=False, service_account_name=spec.k8s.service_account,
         termination_grace_period_seconds=spec.k8s.grace_seconds,
         priority_class_name=spec.k8s.priority_class,
@@ -112,6 +124,10 @@ def job(loaded: LoadedSpec, run_id: str, image: str) -> k.V1Job:
             fs_group=spec.k8s.run_as_user, seccomp_profile=k.V1SeccompProfile(type="RuntimeDefault")),
         **_placement(spec),
     )
+
+
+def job(loaded: LoadedSpec, run_id: str, image: str) -> k.V1Job:
+    spec = loaded.spec
     failure_policy = k.V1PodFailurePolicy(rules=[
         # Preemption, eviction, node drain: not the job's fault, do not count it.
         k.V1PodFailurePolicyRule(action="Ignore", on_pod_conditions=[
@@ -127,9 +143,41 @@ def job(loaded: LoadedSpec, run_id: str, image: str) -> k.V1Job:
             backoff_limit=spec.k8s.backoff_limit,
             active_deadline_seconds=spec.resources.time_limit_minutes * 60,
             pod_failure_policy=failure_policy,
-            template=k.V1PodTemplateSpec(metadata=k.V1ObjectMeta(labels=labels(spec, run_id)), spec=pod),
+            template=k.V1PodTemplateSpec(metadata=k.V1ObjectMeta(labels=labels(spec, run_id)),
+                                         spec=_pod(loaded, run_id, image, "Never")),
         ),
     )
+
+
+def deployment(loaded: LoadedSpec, run_id: str, image: str) -> k.V1Deployment:
+    """The serve job: one replica (one model on one GPU), replaced, not patched, on change."""
+    spec = loaded.spec
+    return k.V1Deployment(
+        api_version="apps/v1", kind="Deployment",
+        metadata=k.V1ObjectMeta(name=run_id, labels=labels(spec, run_id)),
+        spec=k.V1DeploymentSpec(
+            replicas=1, strategy=k.V1DeploymentStrategy(type="Recreate"),
+            selector=k.V1LabelSelector(match_labels={"alpaca-jobs/run-id": run_id}),
+            template=k.V1PodTemplateSpec(metadata=k.V1ObjectMeta(labels=labels(spec, run_id)),
+                                         spec=_pod(loaded, run_id, image, "Always")),
+        ),
+    )
+
+
+def service(loaded: LoadedSpec, run_id: str) -> k.V1Service:
+    return k.V1Service(
+        api_version="v1", kind="Service",
+        metadata=k.V1ObjectMeta(name=run_id, labels=labels(loaded.spec, run_id)),
+        spec=k.V1ServiceSpec(selector={"alpaca-jobs/run-id": run_id},
+                             ports=[k.V1ServicePort(name="http", port=80, target_port="http")]),
+    )
+
+
+def workload(loaded: LoadedSpec, run_id: str, image: str) -> list:
+    """The objects of one run, the owner first: [Job] or [Deployment, Service]."""
+    if loaded.spec.job == "serve":
+        return [deployment(loaded, run_id, image), service(loaded, run_id)]
+    return [job(loaded, run_id, image)]
 
 
 def to_dicts(objs: list[Any]) -> list[dict[str, Any]]:
@@ -157,4 +205,4 @@ def manifests(loaded: LoadedSpec, spec_arg: str) -> str:
     run_id = loaded.spec.name
     run_dir = f"{loaded.spec.runs_dir}/{run_id}"
     head = f"# Generated from {spec_arg} by `make render`; edit the spec, not this file.\n"
-    return head + to_yaml([config_map(loaded, run_id, run_dir), job(loaded, run_id, loaded.spec.image)])
+    return head + to_yaml([config_map(loaded, run_id, run_dir), *workload(loaded, run_id, loaded.spec.image)])

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from alpaca_jobs.backends.base import JOB_ENTRYPOINTS, Backend, JobHandle, Submission
+from alpaca_jobs import kinds
+from alpaca_jobs.backends.base import Backend, JobHandle, Submission
 from alpaca_jobs.backends.naming import translate
 from alpaca_jobs.ops.records import load_record
 from alpaca_jobs.spec import LoadedSpec
@@ -41,7 +42,7 @@ class LocalBackend(Backend):
                 "executor": "submitit.LocalExecutor",
                 "folder": str(run_dir / "submitit"),
                 "parameters": params,
-                "function": JOB_ENTRYPOINTS[spec.job],
+                "function": kinds.entry_name(spec.job),
                 "payload": payload,
             },
             sort_keys=False,
@@ -49,9 +50,6 @@ class LocalBackend(Backend):
         return Submission(self.name, run_id, run_dir, payload, params, text)
 
     def preflight(self, loaded: LoadedSpec) -> None:
-        from alpaca_jobs.train.data import read_records
-        from alpaca_jobs.train.models import check_base_model
-
         if loaded.spec.resources.gpus_per_node:
             import shutil
 
@@ -63,18 +61,15 @@ class LocalBackend(Backend):
                     "but this machine has no NVIDIA GPU; use a CPU spec (jobs/train-local.yaml) "
                     "or CLUSTER=slurm/k8s"
                 )
-        check_base_model(loaded.spec.train.base_model)
-        read_records(loaded.spec.train.data)  # malformed data fails here, not in a worker
+        kinds.preflight_paths(loaded)
 
     def submit(self, sub: Submission) -> JobHandle:
         import submitit
 
-        from alpaca_jobs.train import worker
-
         sub.run_dir.mkdir(parents=True, exist_ok=True)
         executor = submitit.LocalExecutor(folder=sub.run_dir / "submitit")
         executor.update_parameters(**sub.params)
-        fn = {"train": worker.train_job}[sub.payload["spec"]["job"]]
+        fn = kinds.entry(sub.payload["spec"]["job"])
         with _detached(sub.run_dir / "submitit" / "controller.log"):
             job = executor.submit(fn, sub.payload)
         logs = [str(job.paths.stdout).replace("%t", "0"), str(job.paths.stderr).replace("%t", "0")]
@@ -89,7 +84,8 @@ class LocalBackend(Backend):
         rec = load_record(Path(handle.run_dir))
         if rec is None:
             return "FAILED (no run record: see `alpaca-jobs logs`)"
-        return {"completed": "COMPLETED", "interrupted": "INTERRUPTED", "failed": "FAILED"}.get(
+        return {"completed": "COMPLETED", "interrupted": "INTERRUPTED", "failed": "FAILED",
+                "stopped": "STOPPED"}.get(
             rec["status"], rec["status"].upper()
         )
 

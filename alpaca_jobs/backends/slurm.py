@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from alpaca_jobs.backends.base import ACTIVE_STATES, JOB_ENTRYPOINTS, Backend, JobHandle, Submission
+from alpaca_jobs import kinds
+from alpaca_jobs.backends.base import ACTIVE_STATES, Backend, JobHandle, Submission
 from alpaca_jobs.backends.naming import translate
 from alpaca_jobs.errors import UserError
 from alpaca_jobs.spec import JobSpec, LoadedSpec
@@ -73,6 +74,9 @@ def standalone_script(loaded: LoadedSpec, spec_arg: str) -> str:
     from submitit.slurm.slurm import _make_sbatch_string
 
     spec = loaded.spec
+    if spec.job != "train":
+        raise UserError(f"{spec_arg}: standalone sbatch scripts are rendered for train jobs; "
+                        f"submit a {spec.job} job with `alpaca-jobs submit --cluster slurm`")
     logs = f"{spec.runs_dir}/slurm-logs"
     params = executor_params(spec)
     params["setup"] = [
@@ -112,30 +116,21 @@ class SlurmBackend(Backend):
         ex = self._executor(loaded, folder)
         text = ex._make_submission_file_text(ex._submitit_command_str, "dry-run")
         payload = {**loaded.payload(), "run_id": run_id, "backend": self.name, "run_dir": str(run_dir)}
-        header = (f"# run {run_id}: {JOB_ENTRYPOINTS[loaded.spec.job]} pickled into {folder}\n")
+        header = (f"# run {run_id}: {kinds.entry_name(loaded.spec.job)} pickled into {folder}\n")
         return Submission(self.name, run_id, run_dir, payload, executor_params(loaded.spec),
                           header + text + "\n")
 
     def preflight(self, loaded: LoadedSpec) -> None:
         check_cluster(loaded)
-        from alpaca_jobs.train.data import read_records
-        from alpaca_jobs.train.models import check_base_model
-
-        spec = loaded.spec.train
-        if not spec.base_model.startswith("/") or Path(spec.base_model).exists():
-            check_base_model(spec.base_model)  # visible from here: check it now
-        if Path(spec.data).exists() or not spec.data.startswith("/"):
-            read_records(spec.data)
+        # Paths on the cluster's shared storage may not be visible here: check those that are.
+        kinds.preflight_paths(loaded, lambda path: not path.startswith("/") or Path(path).exists())
 
     def submit(self, sub: Submission) -> JobHandle:
-        from alpaca_jobs.spec import LoadedSpec
-        from alpaca_jobs.train import worker
-
         loaded = LoadedSpec.from_payload(sub.payload)
         sub.run_dir.mkdir(parents=True, exist_ok=True)
         ex = self._executor(loaded, sub.run_dir / "submitit")
         try:
-            job = ex.submit(worker.train_job, sub.payload)
+            job = ex.submit(kinds.entry(loaded.spec.job), sub.payload)
         except Exception as exc:  # sbatch said no: show its words
             raise UserError(f"sbatch refused the job: {str(exc).strip()[-800:]}") from None
         logs = [str(sub.run_dir / "submitit" / f"{job.job_id}_0_log.out"),
@@ -149,8 +144,6 @@ class SlurmBackend(Backend):
         """A sweep is one Slurm job array (runs must share resources, so one sbatch fits all)."""
         if len(subs) == 1:
             return [self.submit(subs[0])]
-        from alpaca_jobs.train import worker
-
         loaded = [LoadedSpec.from_payload(s.payload) for s in subs]
         if len({json.dumps(executor_params(x.spec), sort_keys=True) for x in loaded}) != 1:
             raise UserError("--sweep: the runs would need different Slurm resources; "
@@ -160,7 +153,7 @@ class SlurmBackend(Backend):
         for sub in subs:
             sub.run_dir.mkdir(parents=True, exist_ok=True)
         try:
-            jobs = ex.map_array(worker.train_job, [s.payload for s in subs])
+            jobs = ex.map_array(kinds.entry(loaded[0].spec.job), [s.payload for s in subs])
         except Exception as exc:
             raise UserError(f"sbatch refused the job array: {str(exc).strip()[-800:]}") from None
         handles = []

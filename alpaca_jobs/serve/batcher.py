@@ -10,6 +10,7 @@ finished rows ride along until the batch ends. Text streams out per row as it is
 from __future__ import annotations
 
 import asyncio
+import inspect
 import queue
 import threading
 import time
@@ -45,6 +46,9 @@ class Batcher:
         self.eos = tok.eos_token_id
         self.pad = tok.pad_token_id if tok.pad_token_id is not None else self.eos
         self.pending: queue.Queue[Row] = queue.Queue()
+        # transformers renamed past_key_values to cache (5.2x); use whichever forward takes.
+        params = inspect.signature(model.forward).parameters
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"
         threading.Thread(target=self._loop, daemon=True, name="batcher").start()
 
     def submit(self, row: Row) -> None:
@@ -82,7 +86,7 @@ class Batcher:
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         # logits_to_keep=1: the prompt's other positions need no vocabulary projection.
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-        past, logits = out.past_key_values, out.logits[:, -1, :]
+        past, logits = _cache(out), out.logits[:, -1, :]
         last = ids[:, -1:]
         steps = max(r.params.max_tokens for r in rows)
         for _ in range(steps):
@@ -95,9 +99,9 @@ class Batcher:
             last = torch.tensor(nxt, dtype=torch.long, device=self.device).view(-1, 1)
             mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype, device=self.device)], dim=1)
             pos = pos[:, -1:] + 1
-            out = self.model(input_ids=last, attention_mask=mask, position_ids=pos, past_key_values=past,
-                             use_cache=True, logits_to_keep=1)
-            past, logits = out.past_key_values, out.logits[:, -1, :]
+            out = self.model(input_ids=last, attention_mask=mask, position_ids=pos, use_cache=True,
+                             logits_to_keep=1, **{self.cache_arg: past})
+            past, logits = _cache(out), out.logits[:, -1, :]
         for r in rows:
             if not r.done:
                 self._finish(r, "length")
@@ -152,3 +156,8 @@ class Batcher:
                 r.emit("delta", text[len(r.sent):])
                 r.sent = text
         r.emit("done", None)
+
+
+def _cache(out) -> object:
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
