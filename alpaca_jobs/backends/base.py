@@ -74,8 +74,14 @@ class Backend(ABC):
     @abstractmethod
     def status(self, handle: JobHandle) -> str: ...
 
-    @abstractmethod
-    def logs(self, handle: JobHandle, rank: int = 0) -> str: ...
+    def logs(self, handle: JobHandle, rank: int = 0) -> str:
+        """A worker's stdout then stderr, from the files submitit writes (``*_<rank>_log.*``)."""
+        parts = []
+        for path in handle.logs:
+            p = Path(path.replace("_0_log", f"_{rank}_log"))
+            if p.is_file() and p.stat().st_size:
+                parts.append(p.read_text(errors="replace"))
+        return "".join(parts)
 
     @abstractmethod
     def cancel(self, handle: JobHandle) -> None: ...

@@ -89,14 +89,6 @@ class LocalBackend(Backend):
             rec["status"], rec["status"].upper()
         )
 
-    def logs(self, handle: JobHandle, rank: int = 0) -> str:
-        parts = []
-        for path in handle.logs:
-            p = Path(path.replace("_0_log", f"_{rank}_log"))
-            if p.is_file() and p.stat().st_size:
-                parts.append(p.read_text(errors="replace"))
-        return "".join(parts)
-
     def cancel(self, handle: JobHandle) -> None:
         pid = int(handle.job_id)
         if _alive(pid):

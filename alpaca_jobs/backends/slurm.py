@@ -172,14 +172,6 @@ class SlurmBackend(Backend):
         state = rows[-1]["State"].split()[0]
         return "CANCELLED" if state.startswith("CANCELLED") else state
 
-    def logs(self, handle: JobHandle, rank: int = 0) -> str:
-        parts = []
-        for path in handle.logs:
-            p = Path(path.replace("_0_log", f"_{rank}_log"))
-            if p.is_file() and p.stat().st_size:
-                parts.append(p.read_text(errors="replace"))
-        return "".join(parts)
-
     def cancel(self, handle: JobHandle) -> None:
         subprocess.run(["scancel", handle.job_id], check=True, capture_output=True, timeout=60)
 

@@ -108,16 +108,11 @@ class Engine:
         return Generation(row.sent, len(row.ids), len(row.new), row.reason)
 
     async def generate(self, ids: list[int], params: GenParams) -> Generation:
-        row = self._admit(ids, params)
-        try:
-            while True:
-                kind, value = await row.out.get()
-                if kind == "error":
-                    raise value
-                if kind == "done":
-                    return self._result(row)
-        finally:
-            self._waiting -= 1
+        """The whole generation: the stream, consumed (its last item carries the result)."""
+        result = None
+        async for _, final in self.stream(ids, params):
+            result = final
+        return result
 
     async def stream(self, ids: list[int], params: GenParams) -> AsyncIterator[tuple[str, Generation | None]]:
         """Yields (text delta, None) while generating, then ("", final Generation)."""
