@@ -53,7 +53,7 @@ BUILD_ARGS := $(if $(CUDA_BASE),--build-arg CUDA_BASE=$(CUDA_BASE)) $(if $(SLIM_
 images:
 	for t in generate train serve evaluate; do \
 	  if docker info >/dev/null 2>&1; then docker build -f images/Dockerfile --target $$t $(BUILD_ARGS) -t $(REGISTRY)/$$t:$(TAG) . ; \
-	  else buildah bud --layers -f images/Dockerfile --target $$t $(BUILD_ARGS) -t $(REGISTRY)/$$t:$(TAG) . ; fi || exit 1; \
+	  else buildah bud --layers --format docker -f images/Dockerfile --target $$t $(BUILD_ARGS) -t $(REGISTRY)/$$t:$(TAG) . ; fi || exit 1; \
 	done
 
 test: setup

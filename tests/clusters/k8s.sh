@@ -30,7 +30,7 @@ build() {
   mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$src" "$BIN"
   # A private apt configuration with a deb-src entry: /etc/apt stays untouched.
   local mirror
-  mirror=$(grep -hoE 'https?://[^ ]+/debian/?' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | head -1)
+  mirror=$(grep -hoE 'https?://[^ ]+/debian/?' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | grep -v snapshot | head -1 || true)
   echo "deb-src ${mirror:-http://deb.debian.org/debian} bookworm main" > "$apt/sources.list"
   local opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
               -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache")
