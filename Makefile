@@ -15,6 +15,10 @@ SPEC ?= jobs/train.yaml
 SERVE_SPEC ?= jobs/serve.yaml
 endif
 DRY := $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run,)
+# One variable names every image, in `make images`, in submitted specs and in rendered
+# manifests: IMAGE=registry.example/team/alpaca-jobs:v1 -> .../alpaca-jobs/<job>:v1 (give a tag)
+IMAGE ?= alpaca-jobs:latest
+export ALPACA_JOBS_IMAGE := $(IMAGE)
 SET := $(foreach s,$(SETS),--set $(s))
 
 .PHONY: images setup submit-train submit-serve test test-fast lint bench clean render
@@ -46,14 +50,13 @@ submit-serve: setup
 	$(BIN)/alpaca-jobs submit $(if $(filter command line,$(origin SPEC)),$(SPEC),$(SERVE_SPEC)) --cluster $(CLUSTER) $(DRY) $(SET) $(ARGS)
 
 # Container images, one per job: docker where a daemon runs, else buildah (no daemon needed).
-# REGISTRY/TAG name them; CUDA_BASE/SLIM_BASE choose the bases.
-REGISTRY ?= alpaca-jobs
-TAG ?= latest
+# IMAGE names them; CUDA_BASE/SLIM_BASE choose the bases.
 BUILD_ARGS := $(if $(CUDA_BASE),--build-arg CUDA_BASE=$(CUDA_BASE)) $(if $(SLIM_BASE),--build-arg SLIM_BASE=$(SLIM_BASE))
 images:
 	for t in generate train serve evaluate; do \
-	  if docker info >/dev/null 2>&1; then docker build -f images/Dockerfile --target $$t $(BUILD_ARGS) -t $(REGISTRY)/$$t:$(TAG) . ; \
-	  else buildah bud --layers --format docker -f images/Dockerfile --target $$t $(BUILD_ARGS) -t $(REGISTRY)/$$t:$(TAG) . ; fi || exit 1; \
+	  name=$${ALPACA_JOBS_IMAGE%:*}/$$t:$${ALPACA_JOBS_IMAGE##*:}; \
+	  if docker info >/dev/null 2>&1; then docker build -f images/Dockerfile --target $$t $(BUILD_ARGS) -t $$name . ; \
+	  else buildah bud --layers --format docker -f images/Dockerfile --target $$t $(BUILD_ARGS) -t $$name . ; fi || exit 1; \
 	done
 
 test: setup

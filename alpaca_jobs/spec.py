@@ -28,6 +28,20 @@ from pydantic import (
 from alpaca_jobs.errors import SpecError
 
 MAX_GPUS_PER_NODE = 16  # no node sold today has more; a bigger number is a typo
+IMAGE_ENV = "ALPACA_JOBS_IMAGE"  # "<repository>:<tag>": job X runs "<repository>/X:<tag>"
+DEFAULT_IMAGE = "alpaca-jobs:latest"
+
+
+def image_for(job: str, setting: str | None = None) -> str:
+    """The one variable that names every image: ``registry.example/team/alpaca-jobs:v1``
+    makes the train job's image ``registry.example/team/alpaca-jobs/train:v1``."""
+    import os
+
+    setting = setting or os.environ.get(IMAGE_ENV) or DEFAULT_IMAGE
+    repo, sep, tag = setting.rpartition(":")
+    if not sep or "/" in tag or not repo:
+        repo, tag = setting, "latest"
+    return f"{repo}/{job}:{tag}"
 
 
 class _Strict(BaseModel):
@@ -220,7 +234,7 @@ class ServeConfig(_Strict):
 class JobSpec(_Strict):
     job: Literal["train", "serve"]
     name: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
-    image: str = "alpaca-jobs/train:latest"
+    image: str | None = Field(None, description=f"default: from {IMAGE_ENV} (see image_for)")
     runs_dir: str = "runs"
     resources: Resources = Field(default_factory=Resources)
     layout: str = Field("layouts/fsdp2-cpu.yaml", description="layout file, relative to the spec file")
@@ -377,6 +391,8 @@ def load_spec(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> 
     for assignment in overrides:
         apply_override(data, assignment)
     spec: JobSpec = _validate(JobSpec, data, path)
+    if spec.image is None:
+        spec = spec.model_copy(update={"image": image_for(spec.job)})
     layout_path = Path(spec.layout)
     if not layout_path.is_absolute():
         layout_path = path.parent / layout_path

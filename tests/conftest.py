@@ -17,6 +17,7 @@ SEEDS = ROOT / "seeds" / "seed_tasks.jsonl"
 @pytest.fixture(scope="session", autouse=True)
 def _hermetic_cache(tmp_path_factory):
     os.environ["ALPACA_JOBS_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ.pop("ALPACA_JOBS_IMAGE", None)  # image names: the default, unless a test sets it
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 

@@ -114,3 +114,21 @@ def test_serve_deployment_has_probes_service_and_secret_refs():
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"] if "valueFrom" in e}
     assert refs["ALPACA_JOBS_API_KEYS"] == {"name": "alpaca-serve", "key": "api-keys"}
     assert docs[2]["spec"]["selector"] == {"alpaca-jobs/run-id": "alpaca-7b-serve"}
+
+
+def test_one_variable_names_every_image(tmp_path):
+    import os
+
+    from alpaca_jobs.spec import image_for
+
+    env = {"ALPACA_JOBS_IMAGE": "registry.example:5000/team/alpaca-jobs:v1.2"}
+    assert image_for("train", env["ALPACA_JOBS_IMAGE"]) == "registry.example:5000/team/alpaca-jobs/train:v1.2"
+    manifests = cli("render", "jobs/serve.yaml", "--cluster", "k8s", env=env).stdout
+    assert "image: registry.example:5000/team/alpaca-jobs/serve:v1.2" in manifests
+    dry = cli("submit", "jobs/train.yaml", "--cluster", "k8s", "--dry-run", env=env).stdout
+    assert "image: registry.example:5000/team/alpaca-jobs/train:v1.2" in dry
+    assert "image: my/own:1" in cli("submit", "jobs/train.yaml", "--cluster", "k8s", "--dry-run",
+                                   "--set", "image=my/own:1", env=env).stdout  # a spec's own image wins
+    made = __import__("subprocess").run(["make", "-n", "images", "IMAGE=reg/x:v9"], cwd=ROOT, capture_output=True,
+                                        text=True, env={**os.environ, "PATH": os.environ["PATH"]}).stdout
+    assert "${ALPACA_JOBS_IMAGE%:*}/$t:${ALPACA_JOBS_IMAGE##*:}" in made
