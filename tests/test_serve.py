@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import json
 import os
 import socket
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import openai
 import pytest
@@ -28,15 +30,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("serve")
+@contextlib.contextmanager
+def running_server(tmp: Path, env: dict[str, str], *args: str):
+    """`alpaca-jobs serve` in a subprocess on a free port, ready; yields its base URL."""
     port = _free_port()
     log = open(tmp / "server.log", "w")  # noqa: SIM115
-    env = {**os.environ, "ALPACA_JOBS_API_KEYS": KEYS, "ALPACA_JOBS_WATERMARK_KEY": "test-watermark-key"}
-    proc = subprocess.Popen([sys.executable, "-m", "alpaca_jobs", "serve", "--port", str(port), "--max-queue", "2", "--allow-unwatermarked",
-                             "--flags-db", str(tmp / "flags.sqlite3")], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "alpaca_jobs", "serve", "--port", str(port),
+                             "--flags-db", str(tmp / "flags.sqlite3"), *args], cwd=ROOT,
+                            env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     end = time.time() + 300
     while time.time() < end:
@@ -46,9 +47,20 @@ def server(tmp_path_factory):
         except OSError:
             assert proc.poll() is None, (tmp / "server.log").read_text()
             time.sleep(0.5)
-    yield {"base": base, "tmp": tmp, "proc": proc}
-    proc.terminate()
-    proc.wait(timeout=30)
+    try:
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("serve")
+    env = {"ALPACA_JOBS_API_KEYS": KEYS, "ALPACA_JOBS_WATERMARK_KEY": "test-watermark-key"}
+    with running_server(tmp, env, "--max-queue", "2", "--allow-unwatermarked") as base:
+        yield {"base": base, "tmp": tmp}
 
 
 @pytest.fixture(scope="module")

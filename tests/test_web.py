@@ -6,15 +6,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
-from tests.conftest import ROOT, cli
-from tests.test_serve import _free_port
+from tests.conftest import cli
+from tests.test_serve import running_server
 
 pytestmark = pytest.mark.integration
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -23,22 +19,8 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("web")
-    port = _free_port()
-    log = open(tmp / "server.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "alpaca_jobs", "serve", "--port", str(port),
-                             "--flags-db", str(tmp / "flags.sqlite3")], cwd=ROOT, stdout=log,
-                            stderr=subprocess.STDOUT, env={**os.environ, "ALPACA_JOBS_API_KEYS": "web-test-key"})
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            urllib.request.urlopen(base + "/readyz", timeout=2)
-            break
-        except OSError:
-            assert proc.poll() is None, (tmp / "server.log").read_text()
-            time.sleep(0.5)
-    yield base, tmp
-    proc.terminate()
-    proc.wait(timeout=30)
+    with running_server(tmp, {"ALPACA_JOBS_API_KEYS": "web-test-key"}) as base:
+        yield base, tmp
 
 
 def test_prompt_stream_flag_export(site):
