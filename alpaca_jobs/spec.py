@@ -27,6 +27,7 @@ from pydantic import (
 
 from alpaca_jobs.errors import SpecError
 
+JOBS = ("generate", "train", "serve", "evaluate")  # the stages, in pipeline order
 MAX_GPUS_PER_NODE = 16  # no node sold today has more; a bigger number is a typo
 IMAGE_ENV = "ALPACA_JOBS_IMAGE"  # "<repository>:<tag>": job X runs "<repository>/X:<tag>"
 DEFAULT_IMAGE = "alpaca-jobs:latest"
@@ -231,8 +232,85 @@ class ServeConfig(_Strict):
     flags_db: str = "runs/flags.sqlite3"
 
 
+class Endpoint(_Strict):
+    """An OpenAI-compatible API: OpenAI itself, a vLLM server, or this project's serve job.
+    The key comes only from the environment variable named here (on Kubernetes, a secret via
+    k8s.secret_env); a local server without keys needs none."""
+
+    base_url: str | None = Field(None, description="default: https://api.openai.com/v1")
+    model: str = Field(min_length=1)
+    api: Literal["chat", "completions"] = Field("chat", description="chat, or legacy completions")
+    api_key_env: str = Field("OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(3072, ge=1, le=1_000_000)
+    timeout_seconds: float = Field(120, gt=0)
+    max_attempts: int = Field(6, ge=1, le=50, description="per request, for 429/5xx/timeouts")
+    backoff_seconds: float = Field(1.0, gt=0, description="first retry delay; doubles, with jitter")
+    max_backoff_seconds: float = Field(60, gt=0)
+    in_flight: int = Field(4, ge=1, le=256, description="concurrent requests")
+    input_usd_per_mtok: float | None = Field(None, ge=0, description="default: price table by model")
+    output_usd_per_mtok: float | None = Field(None, ge=0, description="default: price table by model")
+
+
+class GenerateConfig(_Strict):
+    """Self-instruct generation (the recipe of Stanford Alpaca's public generation code)."""
+
+    seeds: str = Field("seeds/seed_tasks.jsonl", description="self-instruct seed JSONL")
+    api: Endpoint
+    num_instructions: int = Field(100, ge=1, le=10_000_000, description="instructions to keep")
+    prompt_examples: int = Field(3, ge=1, le=19, description="seed tasks shown per request")
+    tasks_per_request: int = Field(20, ge=2, le=100, description="tasks the prompt asks for")
+    rouge_threshold: float = Field(0.7, gt=0, le=1)
+    min_words: int = Field(4, ge=1)
+    max_words: int = Field(150, ge=1)
+    max_usd: float | None = Field(None, gt=0, description="stop before API spend would exceed this")
+    max_requests: int | None = Field(None, ge=1, description="stop after this many requests")
+    seed: int = 42
+    prompt_file: str | None = Field(None, description="your own instruction text (default: ours)")
+
+    @model_validator(mode="after")
+    def _check(self) -> GenerateConfig:
+        if self.min_words > self.max_words:
+            raise ValueError(f"min_words ({self.min_words}) must not exceed max_words ({self.max_words})")
+        if self.prompt_examples >= self.tasks_per_request:
+            raise ValueError(f"prompt_examples ({self.prompt_examples}) must be fewer than "
+                             f"tasks_per_request ({self.tasks_per_request})")
+        return self
+
+
+class System(_Strict):
+    """One side of a comparison: an endpoint, or a model directory the job serves itself."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    endpoint: Endpoint | None = None
+    model_dir: str | None = Field(None, description="a model directory, or preset:smollm2-135m-instruct")
+
+    @model_validator(mode="after")
+    def _check(self) -> System:
+        if (self.endpoint is None) == (self.model_dir is None):
+            raise ValueError("give exactly one of endpoint or model_dir")
+        return self
+
+
+class EvaluateConfig(_Strict):
+    """Blind pairwise comparison of two systems on an instruction set (self-instruct
+    user-oriented JSONL), judged by an LLM in both orders and/or by people in a web page."""
+
+    instructions: str = Field("seeds/user_oriented_eval.jsonl")
+    max_instructions: int | None = Field(None, ge=1)
+    system_a: System
+    system_b: System
+    judge: Endpoint | None = Field(None, description="an LLM judge; none: people only")
+    judge_prompt_file: str | None = Field(None, description="your own judge prompt (default: ours)")
+    max_new_tokens: int = Field(256, ge=1, le=100_000)
+    bootstrap_samples: int = Field(2000, ge=100, le=1_000_000)
+    seed: int = 42
+    raters_db: str | None = Field(None, description="SQLite of human ratings; default in the run dir")
+
+
 class JobSpec(_Strict):
-    job: Literal["train", "serve"]
+    job: Literal["generate", "train", "serve", "evaluate"]
     name: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
     image: str | None = Field(None, description=f"default: from {IMAGE_ENV} (see image_for)")
     runs_dir: str = "runs"
@@ -240,13 +318,15 @@ class JobSpec(_Strict):
     layout: str = Field("layouts/fsdp2-cpu.yaml", description="layout file, relative to the spec file")
     train: TrainConfig | None = None
     serve: ServeConfig | None = None
+    generate: GenerateConfig | None = None
+    evaluate: EvaluateConfig | None = None
     cost: CostConfig = Field(default_factory=CostConfig)
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)
     k8s: K8sConfig = Field(default_factory=K8sConfig)
 
     @model_validator(mode="after")
     def _check(self) -> JobSpec:
-        for section in ("train", "serve"):
+        for section in JOBS:
             if section == self.job and getattr(self, section) is None:
                 raise ValueError(f"{section}: required for a {self.job} job")
             if section != self.job and getattr(self, section) is not None:

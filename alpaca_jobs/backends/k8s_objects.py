@@ -33,8 +33,10 @@ def labels(spec: JobSpec, run_id: str) -> dict[str, str]:
 
 
 def worker_command(spec: JobSpec) -> list[str]:
-    if spec.job == "serve":
-        return ["python", "-m", "alpaca_jobs.serve.worker", "--payload", f"{PAYLOAD_DIR}/payload.json"]
+    if spec.job != "train":  # one process: the kind's own module reads the payload
+        from alpaca_jobs import kinds
+
+        return ["python", "-m", kinds.module(spec.job), "--payload", f"{PAYLOAD_DIR}/payload.json"]
     return ["python", "-m", "torch.distributed.run", "--standalone",
             f"--nproc-per-node={spec.resources.procs_per_node}",
             "-m", "alpaca_jobs.train.worker", "--payload", f"{PAYLOAD_DIR}/payload.json"]

@@ -26,6 +26,48 @@ GPU_PRICES: dict[str, Price] = {
 PEAK_BF16_FLOPS: dict[str, float] = {"A100": 312e12, "H100": 989e12, "H200": 989e12}
 
 
+@dataclass(frozen=True)
+class ApiPrice:
+    input_usd_per_mtok: float
+    output_usd_per_mtok: float
+    source: str
+
+
+_OPENAI = "OpenAI list price per 1M tokens (platform.openai.com/docs/pricing, read 2026-11)"
+# Longest prefix wins, so dated snapshots ("gpt-4o-mini-2024-07-18") find their family.
+API_PRICES: dict[str, ApiPrice] = {
+    "gpt-4o-mini": ApiPrice(0.15, 0.60, _OPENAI),
+    "gpt-4o": ApiPrice(2.50, 10.00, _OPENAI),
+    "gpt-4.1-mini": ApiPrice(0.40, 1.60, _OPENAI),
+    "gpt-4.1": ApiPrice(2.00, 8.00, _OPENAI),
+    "gpt-3.5-turbo-instruct": ApiPrice(1.50, 2.00, _OPENAI),
+    "gpt-3.5-turbo": ApiPrice(0.50, 1.50, _OPENAI),
+    # What Alpaca used (Stanford's blog: text-davinci-003, $0.02 per 1K tokens either way).
+    "text-davinci-003": ApiPrice(20.0, 20.0, "OpenAI's 2023 price, $0.02/1K tokens (Alpaca's teacher)"),
+}
+
+
+def api_price(model: str, base_url: str | None, input_override: float | None,
+              output_override: float | None) -> ApiPrice:
+    """Per-token prices of an endpoint: the spec's, else the table's for OpenAI's own API,
+    else zero for a self-hosted server (its cost is the GPU time of its own job)."""
+    known = max((k for k in API_PRICES if model.startswith(k)), key=len, default=None)
+    hosted = base_url is None or "api.openai.com" in base_url
+    if known and hosted:
+        base = API_PRICES[known]
+    elif hosted and (input_override is None or output_override is None):
+        raise UserError(f"model {model!r} has no default price: set input_usd_per_mtok and "
+                        f"output_usd_per_mtok in the spec's endpoint (known: {', '.join(API_PRICES)})")
+    else:
+        base = ApiPrice(0.0, 0.0, "self-hosted endpoint: no per-token price (its GPU time is "
+                                  "its own job's)")
+    if input_override is None and output_override is None:
+        return base
+    return ApiPrice(base.input_usd_per_mtok if input_override is None else input_override,
+                    base.output_usd_per_mtok if output_override is None else output_override,
+                    "the job spec's input/output_usd_per_mtok")
+
+
 def gpu_price(gpu_type: str | None, override: float | None) -> Price:
     """The price per GPU-hour for a job: the spec's override, else the table's default."""
     if override is not None:

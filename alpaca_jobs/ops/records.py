@@ -70,6 +70,9 @@ class RunRecord:
     final_loss: float | None = None
     model_dir: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    api: dict[str, Any] | None = None  # spend on OpenAI-compatible APIs (generate, evaluate)
+    api_cost_usd: float = 0.0  # kept apart from cost_usd, which is compute (GPU/CPU) only
+    results: dict[str, Any] = field(default_factory=dict)  # the stage's outcome in numbers
     error: str | None = None
     scheduler: dict[str, Any] | None = None  # the scheduler's own accounting, when it has one
     started_at: str = ""
@@ -81,6 +84,57 @@ class RunRecord:
         path = run_dir / RECORD_FILE
         atomic_write(path, json.dumps(asdict(self), indent=1) + "\n")
         return path
+
+
+def build_record(payload: dict[str, Any], loaded: Any, status: str, usage: Usage, started: str,
+                 **fields: Any) -> RunRecord:
+    """The run record of any job: who ran where, what it held, what that cost (+ ``fields``)."""
+    import time
+
+    from alpaca_jobs.ops.prices import gpu_price
+
+    spec, res = loaded.spec, loaded.spec.resources
+    price = gpu_price(res.gpu_type if res.gpus_per_node else None, spec.cost.gpu_hour_usd)
+    api = fields.get("api") or {}
+    fields.setdefault("api_cost_usd", float(api.get("cost_usd", 0.0)))
+    return RunRecord(
+        run_id=payload["run_id"], job=spec.job, backend=payload["backend"], status=status,
+        nodes=res.nodes, gpus_per_node=res.gpus_per_node, gpu_type=res.gpu_type,
+        processes=res.world_size, price_per_gpu_hour_usd=price.usd_per_gpu_hour,
+        price_source=price.source, cpu_core_hour_usd=spec.cost.cpu_core_hour_usd,
+        **cost_fields(usage, res.nodes, res.gpus_per_node, price.usd_per_gpu_hour,
+                      spec.cost.cpu_core_hour_usd, spec.cost.target_usd),
+        started_at=started, finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **fields,
+    )
+
+
+def publish(rec: RunRecord, run_dir: Path) -> dict[str, Any]:
+    """Write the record beside the run's outputs; then, best effort, into the ledger and the
+    metrics sinks the environment configures (a failing sink never fails the run)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rec.write(run_dir)
+    out = asdict(rec)
+    try:
+        from alpaca_jobs.ops import sinks
+
+        sinks.publish(out, run_dir)
+    except Exception:  # noqa: BLE001 - the record on disk is what counts
+        import logging
+
+        logging.getLogger(__name__).exception("could not publish the run record to the ledger/metrics")
+    return out
+
+
+def own_usage(started_monotonic: float) -> Usage:
+    """One process's usage so far: wall since ``started_monotonic`` and its CPU time."""
+    import resource
+    import time
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    rc = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return Usage(1, time.monotonic() - started_monotonic,
+                 ru.ru_utime + ru.ru_stime + rc.ru_utime + rc.ru_stime)
 
 
 def cost_fields(

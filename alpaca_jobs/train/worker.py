@@ -102,15 +102,12 @@ def _requeue_on_slurm(max_requeues: int) -> None:
 
 
 def _record(payload, loaded, run_dir: Path, result, started: str) -> dict[str, Any]:
-    from dataclasses import asdict
-
     import torch
 
-    from alpaca_jobs.ops.prices import gpu_price, peak_flops
-    from alpaca_jobs.ops.records import RunRecord, cost_fields, read_usage
+    from alpaca_jobs.ops.prices import peak_flops
+    from alpaca_jobs.ops.records import build_record, publish, read_usage
 
-    spec, res = loaded.spec, loaded.spec.resources
-    price = gpu_price(res.gpu_type if res.gpus_per_node else None, spec.cost.gpu_hour_usd)
+    res = loaded.spec.resources
     st = result.state
     secs = max(st.loop_seconds, 1e-9)
     mfu = None
@@ -121,14 +118,8 @@ def _record(payload, loaded, run_dir: Path, result, started: str) -> dict[str, A
             # per token of a length-T example for attention.
             flops = 6 * result.num_params * result.real_tokens + 12 * result.layers * result.hidden * result.seq_sq_sum
             mfu = flops / secs / (peak * res.world_size)
-    rec = RunRecord(
-        run_id=payload["run_id"], job="train", backend=payload["backend"], status=result.status,
-        nodes=res.nodes, gpus_per_node=res.gpus_per_node, gpu_type=res.gpu_type,
-        processes=res.world_size,
-        price_per_gpu_hour_usd=price.usd_per_gpu_hour, price_source=price.source,
-        cpu_core_hour_usd=spec.cost.cpu_core_hour_usd,
-        **cost_fields(read_usage(run_dir), res.nodes, res.gpus_per_node, price.usd_per_gpu_hour,
-                      spec.cost.cpu_core_hour_usd, spec.cost.target_usd),
+    rec = build_record(
+        payload, loaded, result.status, read_usage(run_dir), started,
         steps=st.step, total_steps=result.total_steps,
         tokens_trained=st.tokens, target_tokens_trained=st.target_tokens,
         train_loop_seconds=round(st.loop_seconds, 3), tokens_per_second=round(st.tokens / secs, 2),
@@ -136,33 +127,19 @@ def _record(payload, loaded, run_dir: Path, result, started: str) -> dict[str, A
         first_loss=st.losses[0] if st.losses else None,
         final_loss=st.losses[-1] if st.losses else None,
         model_dir=str(result.model_dir) if result.model_dir else None,
-        data=result.data_stats, started_at=started,
-        finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        data=result.data_stats,
     )
-    rec.write(run_dir)
-    return asdict(rec)
+    return publish(rec, run_dir)
 
 
 def _write_failed(payload, loaded, run_dir: Path, error: str, started: str) -> None:
     """Best effort: a failed run still leaves a record saying why (rank 0 only)."""
     if int(os.environ.get("RANK", "0")) != 0:
         return
-    from alpaca_jobs.ops.prices import gpu_price
-    from alpaca_jobs.ops.records import RunRecord, cost_fields, read_usage
+    from alpaca_jobs.ops.records import build_record, publish, read_usage
 
-    spec, res = loaded.spec, loaded.spec.resources
     try:
-        price = gpu_price(res.gpu_type if res.gpus_per_node else None, spec.cost.gpu_hour_usd)
-        RunRecord(
-            run_id=payload["run_id"], job="train", backend=payload["backend"], status="failed",
-            nodes=res.nodes, gpus_per_node=res.gpus_per_node, gpu_type=res.gpu_type,
-            processes=res.world_size, price_per_gpu_hour_usd=price.usd_per_gpu_hour,
-            price_source=price.source, cpu_core_hour_usd=spec.cost.cpu_core_hour_usd,
-            **cost_fields(read_usage(run_dir), res.nodes, res.gpus_per_node, price.usd_per_gpu_hour,
-                          spec.cost.cpu_core_hour_usd, spec.cost.target_usd),
-            error=error, started_at=started,
-            finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        ).write(run_dir)
+        publish(build_record(payload, loaded, "failed", read_usage(run_dir), started, error=error), run_dir)
     except Exception:  # noqa: BLE001 - never mask the original error
         logging.getLogger(__name__).exception("could not write the failed run record")
 
