@@ -1,0 +1,1 @@
+"""The evaluate job: blind pairwise comparison of two systems."""

@@ -1,0 +1,1 @@
+"""The generate job: self-instruct data through any OpenAI-compatible API."""
