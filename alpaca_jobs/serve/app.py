@@ -36,6 +36,7 @@ class ServeState:
     flags: FlagStore
     api_keys: list[str] = field(default_factory=list)
     allow_unwatermarked: bool = False
+    collectors: list = field(default_factory=list)  # extra /metrics, e.g. the job's own cost
 
 
 class Metrics:
@@ -58,6 +59,8 @@ def _err(status: int, message: str, type_: str = "invalid_request_error", param:
 def create_app(state: ServeState) -> FastAPI:
     app = FastAPI(title="alpaca-jobs serve", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     m = Metrics()
+    for collector in state.collectors:
+        m.registry.register(collector)
     eng = state.engine
 
     @app.middleware("http")

@@ -20,6 +20,7 @@ def serve_job(payload: dict[str, Any]) -> dict[str, Any]:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import uvicorn
 
+    from alpaca_jobs.ops.metrics import live_collector
     from alpaca_jobs.serve.app import create_app
     from alpaca_jobs.serve.server import build_state
     from alpaca_jobs.spec import LoadedSpec
@@ -29,6 +30,7 @@ def serve_job(payload: dict[str, Any]) -> dict[str, Any]:
     cfg = loaded.spec.serve
     state = build_state(cfg.model, cfg.watermark_gamma, cfg.watermark_delta, None, None, cfg.flags_db,
                         cfg.max_queue, cfg.allow_unwatermarked)
+    state.collectors.append(live_collector(payload, loaded, started, t0))  # alpaca_job_* on /metrics
     logging.getLogger(__name__).info("serving %s on %s:%d", state.engine.name, cfg.host, cfg.port)
     uvicorn.run(create_app(state), host=cfg.host, port=cfg.port, log_level="info", access_log=False)
     return _record(payload, loaded, t0, started)

@@ -1,0 +1,190 @@
+"""Run records as Prometheus metrics, for dashboards and alerts.
+
+One record becomes one set of ``alpaca_job_*`` samples, labelled by ``run_id``, ``stage``
+(generate/train/serve/evaluate), ``cluster`` (local/slurm/k8s) and ``gpu_type``. Base units
+(seconds, US dollars); counters end in ``_total``. Where they go:
+
+* ``ALPACA_JOBS_PUSHGATEWAY=http://host:9091``: batch jobs push them when they finish, one
+  group per run (``job="alpaca_jobs", run_id=...``); a requeued run replaces its group. Scrape
+  the Pushgateway with ``honor_labels: true`` so these labels survive.
+* ``ALPACA_JOBS_TEXTFILE_DIR=/var/lib/node_exporter/textfile``: they are written to
+  ``alpaca_<run_id>.prom`` there (atomically) for node_exporter's textfile collector (Slurm nodes).
+* The serve job is scraped: ``LiveJobCollector`` adds its own ``alpaca_job_*`` samples, as they
+  stand at scrape time, to the server's ``/metrics``.
+
+A sink that fails logs a warning; it never fails the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from calendar import timegm
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+PUSHGATEWAY_ENV = "ALPACA_JOBS_PUSHGATEWAY"
+TEXTFILE_DIR_ENV = "ALPACA_JOBS_TEXTFILE_DIR"
+PUSH_JOB = "alpaca_jobs"  # the Pushgateway's job label for every run's group
+DEFAULT_TRAIN_TARGET_USD = 100.0  # Stanford's "less than $100" for training the 7B model
+LABELS = ("run_id", "stage", "cluster", "gpu_type")
+STATUSES = ("running", "completed", "interrupted", "failed", "stopped")
+
+log = logging.getLogger(__name__)
+
+
+def target_usd(record: dict[str, Any]) -> float | None:
+    """The budget a run is held to: its own cost.target_usd, else $100 for training runs."""
+    if record.get("target_usd") is not None:
+        return float(record["target_usd"])
+    return DEFAULT_TRAIN_TARGET_USD if record.get("job") == "train" else None
+
+
+def label_values(record: dict[str, Any]) -> list[str]:
+    return [str(record["run_id"]), str(record["job"]), str(record["backend"]),
+            record.get("gpu_type") or "none"]
+
+
+def _timestamp(iso: str | None) -> float | None:
+    if not iso:
+        return None
+    try:
+        return float(timegm(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ")))
+    except ValueError:
+        return None
+
+
+def record_metrics(record: dict[str, Any]) -> Iterator[Metric]:
+    """The metric families of one run record (finished, or as it stands for a live job)."""
+    labels, values = list(LABELS), label_values(record)
+
+    def gauge(name: str, doc: str, value: float | None) -> Iterator[Metric]:
+        if value is not None:
+            g = GaugeMetricFamily(name, doc, labels=labels)
+            g.add_metric(values, float(value))
+            yield g
+
+    def counter(name: str, doc: str, value: float) -> Iterator[Metric]:
+        c = CounterMetricFamily(name, doc, labels=labels)  # exposed as <name>_total
+        c.add_metric(values, float(value))
+        yield c
+
+    yield from counter("alpaca_job_gpu_seconds", "GPU-seconds held: job wall seconds x GPUs, "
+                       "summed over attempts", record.get("gpu_seconds", 0.0))
+    yield from counter("alpaca_job_cpu_seconds", "CPU seconds used by the job's processes",
+                       record.get("cpu_seconds", 0.0))
+    yield from gauge("alpaca_job_duration_seconds", "Job wall seconds over all attempts "
+                     "(not queue time)", record.get("wall_seconds", 0.0))
+    yield from gauge("alpaca_job_gpus", "GPUs the job holds (nodes x GPUs per node)",
+                     record.get("nodes", 1) * record.get("gpus_per_node", 0))
+    yield from gauge("alpaca_job_attempts", "Attempts (a requeued or resumed run has several)",
+                     record.get("attempts", 1))
+    yield from gauge("alpaca_job_cost_usd", "Compute cost (GPU-hours and CPU-hours x price)",
+                     record.get("cost_usd", 0.0))
+    yield from gauge("alpaca_job_api_cost_usd", "Spend on OpenAI-compatible APIs "
+                     "(generate, evaluate)", record.get("api_cost_usd", 0.0))
+    yield from gauge("alpaca_job_gpu_hour_price_usd", "Price per GPU-hour the cost assumes",
+                     record.get("price_per_gpu_hour_usd"))
+    yield from gauge("alpaca_job_target_usd", "Compute budget of the run ($100 for training "
+                     "unless cost.target_usd says otherwise)", target_usd(record))
+    yield from gauge("alpaca_job_started_timestamp_seconds", "When the run started (Unix time)",
+                     _timestamp(record.get("started_at")))
+    if record.get("status") != "running":
+        yield from gauge("alpaca_job_finished_timestamp_seconds", "When the run ended (Unix time)",
+                         _timestamp(record.get("finished_at")))
+    if record.get("status") == "completed":
+        yield from gauge("alpaca_job_last_success_timestamp_seconds", "When the run completed "
+                         "(Unix time)", _timestamp(record.get("finished_at")))
+    if record.get("job") == "train":
+        c = CounterMetricFamily("alpaca_job_tokens_trained", "Tokens computed in training",
+                                labels=labels)
+        c.add_metric(values, float(record.get("tokens_trained", 0)))
+        yield c
+    status = GaugeMetricFamily("alpaca_job_status", "1 for the run's status, 0 for the others",
+                               labels=[*labels, "status"])
+    for s in sorted({*STATUSES, str(record.get("status"))}):
+        status.add_metric([*values, s], 1.0 if s == record.get("status") else 0.0)
+    yield status
+    info = GaugeMetricFamily("alpaca_job_info", "Constant 1; what ran, and the price source",
+                             labels=[*labels, "model", "price_source"])
+    info.add_metric([*values, str(record.get("model_dir") or ""),
+                     str(record.get("price_source") or "")], 1.0)
+    yield info
+
+
+class RecordCollector(Collector):
+    """Exposes one run record; ``record`` may be a callable that builds it at each scrape."""
+
+    def __init__(self, record: dict[str, Any] | Callable[[], dict[str, Any]]) -> None:
+        self._record = record
+
+    def collect(self) -> Iterator[Metric]:
+        rec = self._record() if callable(self._record) else self._record
+        yield from record_metrics(rec)
+
+
+def registry_for(record: dict[str, Any]) -> CollectorRegistry:
+    reg = CollectorRegistry()
+    reg.register(RecordCollector(record))
+    return reg
+
+
+def live_collector(payload: dict[str, Any], loaded: Any, started: str,
+                   t0: float) -> RecordCollector:
+    """The serve job's own metrics, measured at each scrape (GPU-seconds so far, cost so far)."""
+    from alpaca_jobs.ops.records import build_record, own_usage
+
+    def current() -> dict[str, Any]:
+        return vars(build_record(payload, loaded, "running", own_usage(t0), started))
+
+    return RecordCollector(current)
+
+
+def push(record: dict[str, Any], gateway: str, timeout: float = 5.0) -> bool:
+    """PUT the run's metrics as its own group (a requeued run replaces them); False on failure."""
+    from prometheus_client import push_to_gateway
+
+    try:
+        push_to_gateway(gateway, job=PUSH_JOB, registry=registry_for(record),
+                        grouping_key={"run_id": str(record["run_id"])}, timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - metrics are best effort; the run must not fail
+        log.warning("could not push metrics of %s to the Pushgateway %s: %s",
+                    record.get("run_id"), gateway, exc)
+        return False
+    return True
+
+
+def textfile_path(directory: Path, run_id: str) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
+    return directory / f"alpaca_{safe}.prom"
+
+
+def write_textfile(record: dict[str, Any], directory: Path) -> Path | None:
+    """Write ``alpaca_<run_id>.prom`` atomically (temp file + rename in the same directory)."""
+    from prometheus_client import write_to_textfile
+
+    path = textfile_path(directory, str(record["run_id"]))
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        write_to_textfile(str(path), registry_for(record))
+    except OSError as exc:
+        log.warning("could not write the metrics of %s to %s: %s", record.get("run_id"), path, exc)
+        return None
+    return path
+
+
+def publish(record: dict[str, Any]) -> None:
+    """Send the record to every metrics sink the environment configures (none by default)."""
+    gateway = os.environ.get(PUSHGATEWAY_ENV, "").strip()
+    if gateway:
+        push(record, gateway)
+    textfile_dir = os.environ.get(TEXTFILE_DIR_ENV, "").strip()
+    if textfile_dir:
+        write_textfile(record, Path(textfile_dir))

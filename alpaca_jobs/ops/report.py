@@ -1,0 +1,278 @@
+"""``alpaca-jobs report``: GPU-hours and cost per run, per stage, per cluster and in total.
+
+    alpaca-jobs report                          # the ledger beside ./runs, as a table
+    alpaca-jobs report --scan runs/             # first import runs/*/run.json (older runs)
+    alpaca-jobs report --png cost.png --html cost.html --json summary.json
+
+Compute cost (GPU-hours and CPU-hours x price) and API spend (generate, evaluate) are kept
+apart. Training runs are held to their own cost.target_usd, else Stanford's $100.
+Also ``python -m alpaca_jobs.ops.report``. matplotlib is imported only for --png/--html.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+STAGES = ("generate", "train", "serve", "evaluate")
+
+
+@dataclass
+class Totals:
+    runs: int = 0
+    gpu_hours: float = 0.0
+    cost_usd: float = 0.0
+    api_cost_usd: float = 0.0
+
+    @property
+    def total_usd(self) -> float:
+        return self.cost_usd + self.api_cost_usd
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.runs += 1
+        self.gpu_hours += row["gpu_hours"]
+        self.cost_usd += row["cost_usd"]
+        self.api_cost_usd += row["api_cost_usd"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "total_usd": self.total_usd}
+
+
+@dataclass
+class Summary:
+    runs: list[dict[str, Any]]
+    by_stage: dict[str, Totals] = field(default_factory=dict)
+    by_cluster: dict[str, Totals] = field(default_factory=dict)
+    total: Totals = field(default_factory=Totals)
+
+    @property
+    def training(self) -> list[dict[str, Any]]:
+        return [r for r in self.runs if r["stage"] == "train"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"runs": self.runs, "by_stage": {k: v.as_dict() for k, v in self.by_stage.items()},
+                "by_cluster": {k: v.as_dict() for k, v in self.by_cluster.items()},
+                "total": self.total.as_dict(), "training": self.training}
+
+
+def run_row(rec: dict[str, Any]) -> dict[str, Any]:
+    """One run's line: who, where, GPU-hours, compute and API cost, and its target's verdict."""
+    from alpaca_jobs.ops.metrics import target_usd
+
+    cost, api = float(rec.get("cost_usd") or 0.0), float(rec.get("api_cost_usd") or 0.0)
+    target = target_usd(rec)
+    return {
+        "run_id": rec["run_id"], "stage": rec["job"], "cluster": rec["backend"],
+        "gpu_type": rec.get("gpu_type") or "-", "status": rec.get("status", "?"),
+        "started_at": rec.get("started_at", ""), "gpu_hours": float(rec.get("gpu_hours") or 0.0),
+        "cost_usd": cost, "api_cost_usd": api, "total_usd": cost + api, "target_usd": target,
+        "target_met": None if target is None else cost <= target,
+    }
+
+
+def summarize(records: list[dict[str, Any]]) -> Summary:
+    rows = sorted((run_row(r) for r in records), key=lambda r: (r["started_at"], r["run_id"]))
+    s = Summary(rows)
+    order = {name: i for i, name in enumerate(STAGES)}
+    for r in sorted(rows, key=lambda r: (order.get(r["stage"], len(order)), r["stage"])):
+        s.by_stage.setdefault(r["stage"], Totals()).add(r)
+    for r in sorted(rows, key=lambda r: r["cluster"]):
+        s.by_cluster.setdefault(r["cluster"], Totals()).add(r)
+        s.total.add(r)
+    return s
+
+
+def _usd(x: float) -> str:
+    """Cents, and four decimals below a dollar (a CPU test run costs fractions of a cent)."""
+    return f"${x:,.4f}" if 0 < abs(x) < 1 else f"${x:,.2f}"
+
+
+def verdict(row: dict[str, Any]) -> str:
+    if row["target_usd"] is None:
+        return "-"
+    return f"{'MET' if row['target_met'] else 'OVER'} {_usd(row['target_usd'])}"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    right = [h in {"runs", "GPU-h", "compute", "API", "total"} for h in headers]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if r else c.ljust(w)
+                         for c, w, r in zip(cells, widths, right, strict=True)).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def _totals_rows(groups: dict[str, Totals]) -> list[list[str]]:
+    return [[k, str(t.runs), f"{t.gpu_hours:.4f}", _usd(t.cost_usd), _usd(t.api_cost_usd),
+             _usd(t.total_usd)] for k, t in groups.items()]
+
+
+def format_table(s: Summary) -> str:
+    if not s.runs:
+        return "no runs in the ledger"
+    per_run = [[r["run_id"], r["stage"], r["cluster"], r["gpu_type"], r["status"],
+                f"{r['gpu_hours']:.4f}", _usd(r["cost_usd"]), _usd(r["api_cost_usd"]),
+                _usd(r["total_usd"]), verdict(r)] for r in s.runs]
+    head = ["runs", "GPU-h", "compute", "API", "total"]
+    parts = [
+        "Runs",
+        _table(["run", "stage", "cluster", "gpu", "status", *head[1:], "target (compute)"], per_run),
+        "", "Per stage", _table(["stage", *head], _totals_rows(s.by_stage)),
+        "", "Per cluster", _table(["cluster", *head], _totals_rows(s.by_cluster)),
+        "", "Total", _table(["", *head], _totals_rows({"all runs": s.total})),
+    ]
+    if s.training:
+        over = [r for r in s.training if r["target_met"] is False]
+        parts += ["", f"Training runs against their target (compute cost): {len(s.training) - len(over)} "
+                      f"met, {len(over)} over" + (f" ({', '.join(r['run_id'] for r in over)})" if over else "")]
+    return "\n".join(parts)
+
+
+def render_png(s: Summary) -> bytes:
+    """Three panels: GPU-hours by stage (stacked by cluster), cost by stage (compute vs API),
+    and each training run's compute cost against its target."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), dpi=100)
+    stages = list(s.by_stage) or ["-"]
+    ax = axes[0]
+    bottom = [0.0] * len(stages)
+    for cluster in sorted({r["cluster"] for r in s.runs}):
+        vals = [sum(r["gpu_hours"] for r in s.runs if r["stage"] == st and r["cluster"] == cluster)
+                for st in stages]
+        ax.bar(stages, vals, bottom=bottom, label=cluster)
+        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+    ax.set_title("GPU-hours by stage")
+    ax.set_ylabel("GPU-hours")
+    if s.runs:
+        ax.legend(title="cluster")
+    ax = axes[1]
+    compute = [s.by_stage[st].cost_usd if st in s.by_stage else 0.0 for st in stages]
+    api = [s.by_stage[st].api_cost_usd if st in s.by_stage else 0.0 for st in stages]
+    ax.bar(stages, compute, label="compute")
+    ax.bar(stages, api, bottom=compute, label="API")
+    ax.set_title("Cost by stage (USD)")
+    ax.set_ylabel("USD")
+    ax.legend()
+    ax = axes[2]
+    train = s.training
+    names = [r["run_id"] for r in train]
+    colors = ["tab:green" if r["target_met"] else "tab:red" for r in train]
+    ax.bar(range(len(train)), [r["cost_usd"] for r in train], color=colors)
+    for i, r in enumerate(train):
+        ax.hlines(r["target_usd"], i - 0.4, i + 0.4, colors="black", linestyles="dashed")
+    ax.set_xticks(range(len(train)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_title("Training runs: compute cost vs target (dashed)")
+    ax.set_ylabel("USD")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _html_table(headers: list[str], rows: list[list[str]]) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(s: Summary, png: bytes) -> str:
+    """A self-contained page: the chart inline (base64) and every table of the text report."""
+    head = ["runs", "GPU-hours", "compute USD", "API USD", "total USD"]
+    per_run = [[r["run_id"], r["stage"], r["cluster"], r["gpu_type"], r["status"], r["started_at"],
+                f"{r['gpu_hours']:.4f}", _usd(r["cost_usd"]), _usd(r["api_cost_usd"]),
+                _usd(r["total_usd"]), verdict(r)] for r in s.runs]
+    img = base64.b64encode(png).decode()
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>alpaca-jobs: GPU-hours and cost</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin-bottom:1.5em}}
+td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}th{{background:#f3f3f3}}
+img{{max-width:100%}}</style></head><body>
+<h1>GPU-hours and cost</h1>
+<p>{s.total.runs} runs, {s.total.gpu_hours:.4f} GPU-hours, compute {_usd(s.total.cost_usd)},
+API {_usd(s.total.api_cost_usd)}, total {_usd(s.total.total_usd)}. Training runs are held to
+their compute target ($100 unless the run's cost.target_usd sets another).</p>
+<img alt="GPU-hours and cost by stage; training runs against their target" src="data:image/png;base64,{img}">
+<h2>Per stage</h2>{_html_table(["stage", *head], _totals_rows(s.by_stage))}
+<h2>Per cluster</h2>{_html_table(["cluster", *head], _totals_rows(s.by_cluster))}
+<h2>Total</h2>{_html_table(["", *head], _totals_rows({"all runs": s.total}))}
+<h2>Runs</h2>{_html_table(["run", "stage", "cluster", "GPU", "status", "started", "GPU-hours",
+                            "compute USD", "API USD", "total USD", "target (compute)"], per_run)}
+</body></html>
+"""
+
+
+def load_summary(ledger: str | None, runs_dir: str | None, scan: str | None) -> tuple[Summary, Path]:
+    from alpaca_jobs.ops import ledger as ledger_mod
+
+    runs = Path(runs_dir or os.environ.get("ALPACA_JOBS_RUNS_DIR", "runs"))
+    path = Path(ledger) if ledger else ledger_mod.ledger_path(runs_dir=runs)
+    with ledger_mod.connect(path, create=bool(scan)) as conn:
+        if scan:
+            n = ledger_mod.backfill(conn, Path(scan))
+            click.echo(f"imported {n} run record(s) from {scan} into {path}", err=True)
+        return summarize(ledger_mod.records(conn)), path
+
+
+@click.command("report")
+@click.option("--ledger", type=click.Path(dir_okay=False),
+              help="the ledger file (default: env ALPACA_JOBS_LEDGER, else <runs dir>/ledger.sqlite3)")
+@click.option("--runs-dir", help="where runs live (env ALPACA_JOBS_RUNS_DIR; default ./runs)")
+@click.option("--scan", type=click.Path(file_okay=False),
+              help="first import DIR/*/run.json into the ledger (runs from before it existed)")
+@click.option("--png", type=click.Path(dir_okay=False), help="write the chart here")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False),
+              help="write a self-contained HTML page here")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True),
+              help="write the numbers as JSON here ('-': stdout, instead of the table)")
+def report_command(ledger, runs_dir, scan, png, html_path, json_path) -> None:
+    """GPU-hours and cost per run, stage and cluster, training against the $100 target."""
+    s, _ = load_summary(ledger, runs_dir, scan)
+    if json_path == "-":
+        click.echo(json.dumps(s.as_dict(), indent=1))
+    else:
+        click.echo(format_table(s))
+        if json_path:
+            Path(json_path).write_text(json.dumps(s.as_dict(), indent=1) + "\n")
+    if png or html_path:
+        image = render_png(s)
+        if png:
+            Path(png).write_bytes(image)
+        if html_path:
+            Path(html_path).write_text(render_html(s, image))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m alpaca_jobs.ops.report``: the same command outside the CLI group."""
+    import sys
+
+    from alpaca_jobs.errors import UserError
+
+    try:
+        report_command.main(argv, prog_name="python -m alpaca_jobs.ops.report", standalone_mode=False)
+    except UserError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 2
+    except click.ClickException as exc:
+        exc.show(sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
