@@ -1,0 +1,434 @@
+"""Ops: the GPU-hours ledger, `alpaca-jobs report`, the jobs' Prometheus metrics, and the
+checked-in Grafana dashboard and alert rules, queried through a real Prometheus 2.42 fed by a
+real Pushgateway 1.5 (tests/clusters/prometheus.sh, started by this module's integration tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
+
+from alpaca_jobs.errors import UserError
+from alpaca_jobs.ops import ledger, metrics, report, sinks
+from tests.conftest import ROOT
+
+DASHBOARD = ROOT / "dashboards/grafana/alpaca-jobs.json"
+ALERTS = ROOT / "dashboards/prometheus/alerts.yml"
+GPU_HOURS_BY_STAGE = "GPU-hours by stage"
+
+
+def make_record(run_id: str, job: str, backend: str, *, gpus: int = 0, hours: float = 0.0,
+                price: float = 0.0, api: float = 0.0, target: float | None = None,
+                status: str = "completed", gpu_type: str | None = None,
+                started: str = "2026-11-01T00:00:00Z") -> dict:
+    """A run record as records.build_record writes it (the fields the ops code reads)."""
+    gpu_seconds = hours * 3600 * gpus
+    cost = gpu_seconds / 3600 * price
+    return {
+        "run_id": run_id, "job": job, "backend": backend, "status": status, "nodes": 1,
+        "gpus_per_node": gpus, "gpu_type": gpu_type if gpus else None, "processes": max(gpus, 1),
+        "attempts": 1, "wall_seconds": hours * 3600, "gpu_seconds": gpu_seconds,
+        "gpu_hours": gpu_seconds / 3600, "cpu_seconds": 60.0, "cpu_hours": 60 / 3600,
+        "price_per_gpu_hour_usd": price, "price_source": "test", "cpu_core_hour_usd": 0.0,
+        "cost_usd": cost, "target_usd": target, "target_met": None if target is None else cost <= target,
+        "tokens_trained": 1000 if job == "train" else 0, "api_cost_usd": api,
+        "api": {"cost_usd": api} if api else None, "error": "boom" if status == "failed" else None,
+        "started_at": started, "finished_at": started.replace("T00", "T03"),
+    }
+
+
+# The recipe in miniature: generation (API spend only), two training runs (one over the $100
+# target on Kubernetes, one under its own $50 target on Slurm), an evaluation.
+RUNS = [
+    make_record("gen-1", "generate", "local", api=3.25),
+    make_record("train-big", "train", "k8s", gpus=8, hours=3, price=5.0, gpu_type="a100-80gb",
+                started="2026-11-02T00:00:00Z"),  # 24 GPU-h, $120 > $100
+    make_record("train-small", "train", "slurm", gpus=2, hours=1, price=2.0, target=50.0,
+                gpu_type="a100-80gb", started="2026-11-03T00:00:00Z"),  # 2 GPU-h, $4 <= $50
+    make_record("eval-1", "evaluate", "local", gpus=1, hours=0.5, price=2.0, api=1.5,
+                gpu_type="a100-80gb", started="2026-11-04T00:00:00Z"),  # 0.5 GPU-h, $1
+]
+
+
+def _write_runs(runs_dir: Path, records: list[dict]) -> None:
+    for rec in records:
+        (runs_dir / rec["run_id"]).mkdir(parents=True, exist_ok=True)
+        (runs_dir / rec["run_id"] / "run.json").write_text(json.dumps(rec))
+
+
+# --- ledger -----------------------------------------------------------------------------
+
+
+def test_ledger_upsert_keeps_one_row_per_run(tmp_path):
+    path = tmp_path / "ledger.sqlite3"
+    first = make_record("r1", "train", "slurm", gpus=2, hours=1, price=2.0, gpu_type="a100-80gb")
+    ledger.record_run(first, path)
+    resumed = {**first, "attempts": 2, "gpu_hours": 3.0, "cost_usd": 6.0, "status": "completed"}
+    ledger.record_run(resumed, path)  # a requeued run keeps its id: its row is updated
+    ledger.record_run(RUNS[0], path)
+    with ledger.connect(path, create=False) as conn:
+        rows = conn.execute("SELECT * FROM runs ORDER BY run_id").fetchall()
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert [r["run_id"] for r in rows] == ["gen-1", "r1"]
+        r1 = rows[1]
+        assert (r1["stage"], r1["cluster"], r1["gpu_type"], r1["gpu_hours"], r1["cost_usd"]) == \
+            ("train", "slurm", "a100-80gb", 3.0, 6.0)
+        assert json.loads(r1["record"])["attempts"] == 2
+        assert rows[0]["api_cost_usd"] == 3.25 and rows[0]["gpu_type"] is None
+        assert [r["run_id"] for r in ledger.records(conn)] == ["gen-1", "r1"]
+
+
+def _write_many(args: tuple[str, int, int]) -> int:
+    path, worker, n = args
+    for i in range(n):
+        ledger.record_run(make_record(f"w{worker}-{i}", "generate", "local", api=0.01), Path(path))
+        ledger.record_run(make_record("shared", "train", "k8s", gpus=1, hours=i, price=1.0,
+                                      gpu_type="h100"), Path(path))
+    return n
+
+
+def test_ledger_concurrent_writers(tmp_path):
+    """Jobs finishing at once (other processes) all land; none sees 'database is locked'."""
+    path = tmp_path / "ledger.sqlite3"
+    with cf.ProcessPoolExecutor(4) as pool:
+        done = list(pool.map(_write_many, [(str(path), w, 25) for w in range(4)]))
+    assert done == [25] * 4
+    with ledger.connect(path, create=False) as conn:
+        assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 4 * 25 + 1
+        shared = conn.execute("SELECT gpu_hours FROM runs WHERE run_id = 'shared'").fetchone()
+        assert shared["gpu_hours"] == 24.0  # every writer's last update has i = 24
+
+
+def test_ledger_refuses_a_file_that_is_not_sqlite(tmp_path):
+    bad = tmp_path / "ledger.sqlite3"
+    bad.write_text("these are not the droids\n" * 100)
+    with pytest.raises(UserError, match="not a usable ledger"), ledger.connect(bad):
+        pass
+    with pytest.raises(UserError, match="no ledger at"), ledger.connect(tmp_path / "none", create=False):
+        pass
+    result = CliRunner().invoke(report.report_command, ["--ledger", str(bad)])
+    assert result.exit_code != 0 and "not a usable ledger" in str(result.exception)
+
+
+def test_ledger_location(tmp_path, monkeypatch):
+    monkeypatch.delenv(ledger.LEDGER_ENV, raising=False)
+    assert ledger.ledger_path(run_dir=tmp_path / "runs" / "r1") == tmp_path / "runs" / "ledger.sqlite3"
+    monkeypatch.setenv(ledger.LEDGER_ENV, str(tmp_path / "elsewhere.db"))
+    assert ledger.ledger_path(run_dir=tmp_path / "runs" / "r1") == tmp_path / "elsewhere.db"
+    monkeypatch.setenv(ledger.JOURNAL_ENV, "delete")  # a ledger on NFS shared by several nodes
+    with ledger.connect(tmp_path / "elsewhere.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
+def test_publish_writes_ledger_and_textfile_and_survives_a_dead_pushgateway(tmp_path, monkeypatch, caplog):
+    """records.publish -> sinks: ledger row, node_exporter textfile; a failing push only warns."""
+    from alpaca_jobs.ops.records import RunRecord, publish
+
+    monkeypatch.delenv(ledger.LEDGER_ENV, raising=False)
+    monkeypatch.setenv(metrics.TEXTFILE_DIR_ENV, str(tmp_path / "textfile"))
+    monkeypatch.setenv(metrics.PUSHGATEWAY_ENV, "http://127.0.0.1:9")  # nothing listens there
+    rec = RunRecord(**{k: v for k, v in RUNS[1].items() if k not in ("api",)})
+    run_dir = tmp_path / "runs" / "train-big"
+    with caplog.at_level(logging.WARNING):
+        out = publish(rec, run_dir)
+    assert (run_dir / "run.json").is_file() and out["run_id"] == "train-big"
+    assert "could not push metrics of train-big" in caplog.text
+    with ledger.connect(tmp_path / "runs" / "ledger.sqlite3", create=False) as conn:
+        assert [r["run_id"] for r in ledger.records(conn)] == ["train-big"]
+    prom = tmp_path / "textfile" / "alpaca_train-big.prom"
+    assert sorted(p.name for p in prom.parent.iterdir()) == [prom.name]  # no temp file left
+    samples = _samples(prom.read_text())
+    labels = (("cluster", "k8s"), ("gpu_type", "a100-80gb"), ("run_id", "train-big"), ("stage", "train"))
+    assert samples[("alpaca_job_gpu_seconds_total", labels)] == 24 * 3600
+    assert samples[("alpaca_job_cost_usd", labels)] == 120.0
+    assert samples[("alpaca_job_target_usd", labels)] == 100.0
+    assert samples[("alpaca_job_status", (*labels, ("status", "completed")))] == 1.0
+
+
+def test_a_broken_ledger_never_fails_the_run(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv(ledger.LEDGER_ENV, str(tmp_path / "not-a-db"))
+    (tmp_path / "not-a-db").write_bytes(b"\0garbage" * 512)
+    monkeypatch.delenv(metrics.PUSHGATEWAY_ENV, raising=False)
+    monkeypatch.delenv(metrics.TEXTFILE_DIR_ENV, raising=False)
+    with caplog.at_level(logging.WARNING):
+        sinks.publish(RUNS[0], tmp_path / "runs" / "gen-1")
+    assert "could not record gen-1 in the ledger" in caplog.text
+
+
+# --- metrics ----------------------------------------------------------------------------
+
+
+def _samples(text: str) -> dict:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def test_metric_names_units_and_labels():
+    from prometheus_client import generate_latest
+
+    text = generate_latest(metrics.registry_for(RUNS[0])).decode()
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    for name in ("alpaca_job_gpu_seconds", "alpaca_job_cpu_seconds", "alpaca_job_duration_seconds",
+                 "alpaca_job_cost_usd", "alpaca_job_api_cost_usd", "alpaca_job_status",
+                 "alpaca_job_finished_timestamp_seconds", "alpaca_job_last_success_timestamp_seconds",
+                 "alpaca_job_info"):
+        assert name in fams, name
+    assert fams["alpaca_job_gpu_seconds"].type == "counter"
+    assert "alpaca_job_target_usd" not in fams  # generation has no target unless its spec sets one
+    assert "alpaca_job_gpu_seconds_total{" in text
+    for fam in fams.values():
+        for s in fam.samples:
+            assert {"run_id", "stage", "cluster", "gpu_type"} <= set(s.labels)
+    s = _samples(text)
+    base = (("cluster", "local"), ("gpu_type", "none"), ("run_id", "gen-1"), ("stage", "generate"))
+    assert s[("alpaca_job_api_cost_usd", base)] == 3.25
+    assert s[("alpaca_job_finished_timestamp_seconds", base)] == 1793502000.0  # 2026-11-01T03:00Z
+
+
+def test_serve_app_metrics_include_the_jobs_own(tmp_path):
+    """The serve job registers a live collector: its /metrics shows alpaca_job_* as they stand."""
+    from alpaca_jobs.serve.app import ServeState, create_app
+    from alpaca_jobs.spec import load_spec
+
+    loaded = load_spec(ROOT / "jobs/serve-local.yaml", ["resources.gpus_per_node=1",
+                                                       "resources.gpu_type=a100-80gb"])
+    payload = {**loaded.payload(), "run_id": "serve-live", "backend": "k8s",
+               "run_dir": str(tmp_path / "serve-live")}
+    collector = metrics.live_collector(payload, loaded, "2026-11-01T00:00:00Z", time.monotonic() - 7200)
+    app = create_app(ServeState(engine=None, flags=None, collectors=[collector]))
+    route = next(r for r in app.routes if getattr(r, "path", None) == "/metrics")
+    body = asyncio.run(route.endpoint()).body.decode()
+    assert "alpaca_serve_requests_total" in body  # the server's own traffic metrics still there
+    labels = (("cluster", "k8s"), ("gpu_type", "a100-80gb"), ("run_id", "serve-live"), ("stage", "serve"))
+    s = _samples(body)
+    assert 7200 <= s[("alpaca_job_gpu_seconds_total", labels)] < 7300  # 2 h so far on 1 GPU
+    assert s[("alpaca_job_cost_usd", labels)] > 0
+    assert s[("alpaca_job_status", (*labels, ("status", "running")))] == 1.0
+    assert ("alpaca_job_finished_timestamp_seconds", labels) not in s
+
+
+# --- report -----------------------------------------------------------------------------
+
+
+def test_summary_numbers():
+    s = report.summarize(RUNS)
+    assert list(s.by_stage) == ["generate", "train", "evaluate"]
+    train = s.by_stage["train"]
+    assert (train.runs, train.gpu_hours, train.cost_usd, train.api_cost_usd) == (2, 26.0, 124.0, 0.0)
+    gen, ev = s.by_stage["generate"], s.by_stage["evaluate"]
+    assert (gen.gpu_hours, gen.cost_usd, gen.api_cost_usd) == (0.0, 0.0, 3.25)
+    assert (ev.gpu_hours, ev.cost_usd, ev.api_cost_usd, ev.total_usd) == (0.5, 1.0, 1.5, 2.5)
+    assert {k: v.gpu_hours for k, v in s.by_cluster.items()} == {"k8s": 24.0, "local": 0.5, "slurm": 2.0}
+    assert (s.total.runs, s.total.gpu_hours, s.total.cost_usd, s.total.api_cost_usd) == (4, 26.5, 125.0, 4.75)
+    verdicts = {r["run_id"]: (r["target_usd"], r["target_met"]) for r in s.training}
+    assert verdicts == {"train-big": (100.0, False), "train-small": (50.0, True)}
+
+
+def test_report_command_table_png_html_json(tmp_path, monkeypatch):
+    monkeypatch.delenv(ledger.LEDGER_ENV, raising=False)
+    runs = tmp_path / "runs"
+    _write_runs(runs, RUNS)
+    (runs / "broken").mkdir()
+    (runs / "broken" / "run.json").write_text("{not json")  # skipped with a warning
+    png, page, js = tmp_path / "cost.png", tmp_path / "cost.html", tmp_path / "cost.json"
+    result = CliRunner().invoke(report.report_command, [
+        "--runs-dir", str(runs), "--scan", str(runs), "--png", str(png), "--html", str(page),
+        "--json", str(js)])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "imported 4 run record(s)" in out
+    assert (runs / "ledger.sqlite3").is_file()  # the default: beside the runs
+    assert re.search(r"train-big\s+train\s+k8s\s+a100-80gb\s+completed\s+24\.0000\s+\$120\.00\s+"
+                     r"\$0\.00\s+\$120\.00\s+OVER \$100\.00", out), out
+    assert re.search(r"train-small .* MET \$50\.00", out)
+    assert re.search(r"^train\s+2\s+26\.0000\s+\$124\.00\s+\$0\.00\s+\$124\.00$", out, re.M), out
+    assert re.search(r"^generate\s+1\s+0\.0000\s+\$0\.00\s+\$3\.25\s+\$3\.25$", out, re.M)
+    assert re.search(r"^all runs\s+4\s+26\.5000\s+\$125\.00\s+\$4\.75\s+\$129\.75$", out, re.M)
+    assert "1 met, 1 over (train-big)" in out
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    import matplotlib.image
+
+    assert matplotlib.image.imread(str(png)).shape[:2] == (450, 1500)
+    html_text = page.read_text()
+    assert "data:image/png;base64," in html_text and "<td>train-big</td>" in html_text
+    for number in ("26.5000", "$125.00", "$4.75", "$129.75", "OVER $100.00", "MET $50.00"):
+        assert number in html_text, number
+    summary = json.loads(js.read_text())
+    assert summary["total"]["gpu_hours"] == 26.5 and summary["by_stage"]["train"]["cost_usd"] == 124.0
+    # A second report reads the ledger alone; a re-scan updates rows instead of adding them.
+    again = CliRunner().invoke(report.report_command, ["--runs-dir", str(runs), "--json", "-"])
+    assert again.exit_code == 0 and json.loads(again.output)["total"]["runs"] == 4
+
+
+def test_report_module_entry_point_and_lazy_imports(tmp_path):
+    runs = tmp_path / "runs"
+    _write_runs(runs, RUNS[:2])
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop(ledger.LEDGER_ENV, None)
+    proc = subprocess.run([sys.executable, "-m", "alpaca_jobs.ops.report", "--scan", str(runs),
+                           "--ledger", str(tmp_path / "l.sqlite3")], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "OVER $100.00" in proc.stdout
+    missing = subprocess.run([sys.executable, "-m", "alpaca_jobs.ops.report", "--ledger",
+                              str(tmp_path / "nope.sqlite3")], capture_output=True, text=True, env=env)
+    assert missing.returncode == 2 and "error: no ledger at" in missing.stderr
+    code = ("import sys, alpaca_jobs.ops.report, alpaca_jobs.ops.ledger, alpaca_jobs.ops.sinks;"
+            "bad = {'matplotlib', 'torch', 'prometheus_client'} & set(sys.modules); assert not bad, bad")
+    assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0
+
+
+# --- checked-in dashboard and rules -------------------------------------------------------
+
+
+def dashboard_panels() -> list[dict]:
+    def walk(panels):
+        for p in panels:
+            yield p
+            yield from walk(p.get("panels", []))
+
+    return list(walk(json.loads(DASHBOARD.read_text())["panels"]))
+
+
+def dashboard_exprs() -> dict[str, str]:
+    return {f"{p['title']}/{t['refId']}": t["expr"]
+            for p in dashboard_panels() for t in p.get("targets", [])}
+
+
+def rule_exprs() -> dict[str, str]:
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    return {r.get("alert") or r["record"]: r["expr"] for g in groups for r in g["rules"]}
+
+
+def grafana_to_promql(expr: str) -> str:
+    """What Grafana sends: its variables replaced (cluster = All)."""
+    return (expr.replace("$__rate_interval", "5s").replace("$__interval", "2s")
+            .replace("$__range", "5m").replace('"$cluster"', '".*"'))
+
+
+def test_dashboard_is_provisionable():
+    d = json.loads(DASHBOARD.read_text())
+    assert d["uid"] and d["title"] and d["schemaVersion"] >= 36
+    ds = [v for v in d["templating"]["list"] if v["type"] == "datasource"]
+    assert ds and ds[0]["query"] == "prometheus" and ds[0]["name"] == "datasource"
+    panels = dashboard_panels()
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids))
+    for p in panels:
+        assert {"x", "y", "w", "h"} <= set(p["gridPos"]), p["title"]
+        if p["type"] != "row":
+            assert p["datasource"]["uid"] == "${datasource}" and p["targets"], p["title"]
+    titles = {p["title"] for p in panels}
+    assert {GPU_HOURS_BY_STAGE, "GPU-hours by cluster", "Cost per training run (target $100)",
+            "Runs over time by stage and status", "Requests per second"} <= titles
+    leftover = [e for e in map(grafana_to_promql, dashboard_exprs().values()) if "$" in e]
+    assert not leftover  # every Grafana variable a query uses is one the test knows
+    prov = ROOT / "dashboards/grafana/provisioning"
+    assert yaml.safe_load((prov / "datasources.yaml").read_text())["datasources"][0]["type"] == "prometheus"
+    assert yaml.safe_load((prov / "dashboards.yaml").read_text())["providers"][0]["type"] == "file"
+
+
+# --- against a real Prometheus and Pushgateway --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def prometheus():
+    """tests/clusters/prometheus.sh up (stopped again at the end if this module started it)."""
+    script = str(ROOT / "tests/clusters/prometheus.sh")
+    was_running = "prometheus: running" in subprocess.run([script, "status"], capture_output=True,
+                                                          text=True).stdout
+    proc = subprocess.run([script, "up"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"could not start Prometheus/Pushgateway:\n{proc.stderr[-3000:]}"
+    urls = dict(line.split("=", 1) for line in proc.stdout.split() if "=" in line)
+    yield urls["PROMETHEUS_URL"], urls["PUSHGATEWAY_URL"]
+    if not was_running:
+        subprocess.run([script, "down"], capture_output=True, timeout=120)
+
+
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def query(prom: str, expr: str) -> dict:
+    try:
+        return _get(f"{prom}/api/v1/query?{urllib.parse.urlencode({'query': expr})}")
+    except urllib.error.HTTPError as exc:  # 400: a bad expression, with Prometheus' reason
+        return json.loads(exc.read())
+
+
+def _wait_for(prom: str, expr: str, want: float, timeout: float = 30) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        res = query(prom, expr)["data"]["result"]
+        if res and float(res[0]["value"][1]) == want:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{expr} did not reach {want} within {timeout} s")
+
+
+@pytest.mark.integration
+def test_promtool_checks_rules_and_example_config(prometheus):
+    for args in (["check", "rules", str(ALERTS)],
+                 ["check", "config", str(ROOT / "dashboards/prometheus/prometheus.yml")]):
+        proc = subprocess.run(["promtool", *args], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.integration
+def test_dashboard_and_alert_queries_against_prometheus(prometheus, tmp_path, monkeypatch):
+    prom, gateway = prometheus
+    req = urllib.request.Request(f"{gateway}/api/v1/admin/wipe", method="PUT")
+    urllib.request.urlopen(req, timeout=10).close()  # only this test's runs from here on
+    _wait_for(prom, 'count(alpaca_job_info) or vector(0)', 0)
+    tag = uuid.uuid4().hex[:6]
+    runs = [{**r, "run_id": f"{r['run_id']}-{tag}"} for r in RUNS]
+    monkeypatch.setenv(metrics.PUSHGATEWAY_ENV, gateway)  # the jobs' own path: publish -> push
+    monkeypatch.setenv(ledger.LEDGER_ENV, str(tmp_path / "ledger.sqlite3"))
+    monkeypatch.delenv(metrics.TEXTFILE_DIR_ENV, raising=False)
+    for rec in runs:
+        sinks.publish(rec, tmp_path / rec["run_id"])
+    _wait_for(prom, "count(alpaca_job_info)", len(runs))
+
+    exprs = {**{f"dashboard {k}": grafana_to_promql(v) for k, v in dashboard_exprs().items()},
+             **{f"rule {k}": v for k, v in rule_exprs().items()}}
+    bad = {k: r.get("error") for k, e in exprs.items() if (r := query(prom, e))["status"] != "success"}
+    assert not bad, bad
+    assert len(exprs) >= 20
+
+    panel = next(p for p in dashboard_panels() if p["title"] == GPU_HOURS_BY_STAGE)
+    res = query(prom, grafana_to_promql(panel["targets"][0]["expr"]))["data"]["result"]
+    by_stage = {r["metric"]["stage"]: float(r["value"][1]) for r in res}
+    assert by_stage == {"generate": 0.0, "train": 26.0, "evaluate": 0.5}
+
+    res = query(prom, rule_exprs()["AlpacaTrainingRunOverBudget"])["data"]["result"]
+    assert [(r["metric"]["run_id"], float(r["value"][1])) for r in res] == [(f"train-big-{tag}", 120.0)]
+
+    end = time.time() + 30  # and Prometheus itself evaluates the rule: the alert fires
+    firing = []
+    while time.time() < end and not firing:
+        alerts = _get(f"{prom}/api/v1/alerts")["data"]["alerts"]
+        firing = [a["labels"]["run_id"] for a in alerts
+                  if a["labels"]["alertname"] == "AlpacaTrainingRunOverBudget" and a["state"] == "firing"]
+        time.sleep(0.5)
+    assert firing == [f"train-big-{tag}"]
+    rules = _get(f"{prom}/api/v1/rules")["data"]["groups"]
+    assert all(r["health"] == "ok" for g in rules for r in g["rules"]), rules
