@@ -295,7 +295,8 @@ class System(_Strict):
 
 class EvaluateConfig(_Strict):
     """Blind pairwise comparison of two systems on an instruction set (self-instruct
-    user-oriented JSONL), judged by an LLM in both orders and/or by people in a web page."""
+    user-oriented JSONL), judged by an LLM in both orders and/or by people in a web page.
+    Reported rates are system_a's: put the candidate in system_a, the reference in system_b."""
 
     instructions: str = Field("seeds/user_oriented_eval.jsonl")
     max_instructions: int | None = Field(None, ge=1)
@@ -307,6 +308,16 @@ class EvaluateConfig(_Strict):
     bootstrap_samples: int = Field(2000, ge=100, le=1_000_000)
     seed: int = 42
     raters_db: str | None = Field(None, description="SQLite of human ratings; default in the run dir")
+
+    @model_validator(mode="after")
+    def _check(self) -> EvaluateConfig:
+        names = (self.system_a.name, self.system_b.name)
+        if names[0] == names[1]:
+            raise ValueError(f"system_a and system_b need different names (both are {names[0]!r})")
+        reserved = {"tie", "invalid", "judge", "llm"} & {n.lower() for n in names}
+        if reserved:
+            raise ValueError(f"system name {sorted(reserved)[0]!r} is reserved; choose another")
+        return self
 
 
 class JobSpec(_Strict):
