@@ -2,6 +2,8 @@
 #   make submit-train                      train the embedded default locally (CPU, ~1 min)
 #   make submit-train CLUSTER=slurm        the 7B recipe (jobs/train.yaml) on Slurm
 #   make submit-train DRY_RUN=1            print exactly what would be submitted
+#   make submit-generate CLUSTER=slurm     self-instruct data (jobs/generate.yaml, OpenAI API)
+#   make pipeline                          generate -> train -> serve -> evaluate, here (~10 min)
 #   make test                              the test suite (what CI runs)
 CLUSTER ?= local
 PYTHON ?= python3
@@ -10,9 +12,13 @@ BIN := $(VENV)/bin
 ifeq ($(CLUSTER),local)
 SPEC ?= jobs/train-local.yaml
 SERVE_SPEC ?= jobs/serve-local.yaml
+GENERATE_SPEC ?= jobs/generate-local.yaml
+EVAL_SPEC ?= jobs/evaluate-local.yaml
 else
 SPEC ?= jobs/train.yaml
 SERVE_SPEC ?= jobs/serve.yaml
+GENERATE_SPEC ?= jobs/generate.yaml
+EVAL_SPEC ?= jobs/evaluate.yaml
 endif
 DRY := $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run,)
 # One variable names every image, in `make images`, in submitted specs and in rendered
@@ -21,7 +27,7 @@ IMAGE ?= alpaca-jobs:latest
 export ALPACA_JOBS_IMAGE := $(IMAGE)
 SET := $(foreach s,$(SETS),--set $(s))
 
-.PHONY: images setup submit-train submit-serve test test-fast lint bench clean render
+.PHONY: images setup submit-train submit-serve submit-generate submit-evaluate pipeline report test test-fast lint bench clean render
 
 # Checked-in files generated from the job specs (a test fails when they drift).
 render: setup
@@ -30,6 +36,7 @@ render: setup
 	$(BIN)/alpaca-jobs render jobs/train.yaml --cluster k8s -o k8s/overlays/train-7b/train.yaml
 	$(BIN)/alpaca-jobs render jobs/train-local.yaml --cluster k8s -o k8s/overlays/train-local/train.yaml
 	$(BIN)/alpaca-jobs render jobs/serve.yaml --cluster k8s -o k8s/overlays/serve-7b/serve.yaml
+	$(BIN)/alpaca-jobs render jobs/generate.yaml --cluster k8s -o k8s/overlays/generate/generate.yaml
 
 setup: $(VENV)/.installed
 
@@ -49,6 +56,23 @@ submit-train: setup
 submit-serve: setup
 	$(BIN)/alpaca-jobs submit $(if $(filter command line,$(origin SPEC)),$(SPEC),$(SERVE_SPEC)) --cluster $(CLUSTER) $(DRY) $(SET) $(ARGS)
 
+# Self-instruct data through an OpenAI-compatible API (locally: the served teacher on :8000).
+submit-generate: setup
+	$(BIN)/alpaca-jobs submit $(if $(filter command line,$(origin SPEC)),$(SPEC),$(GENERATE_SPEC)) --cluster $(CLUSTER) $(DRY) $(SET) $(ARGS)
+
+# Blind pairwise comparison of two systems (LLM judge in both orders, and/or people: alpaca-jobs rate).
+submit-evaluate: setup
+	$(BIN)/alpaca-jobs submit $(if $(filter command line,$(origin SPEC)),$(SPEC),$(EVAL_SPEC)) --cluster $(CLUSTER) $(DRY) $(SET) $(ARGS)
+
+# The whole recipe: generate -> train -> serve -> evaluate, one summary (PIPELINE= another file).
+ifeq ($(CLUSTER),local)
+PIPELINE ?= jobs/pipeline-local.yaml
+else
+PIPELINE ?= jobs/pipeline.yaml
+endif
+pipeline: setup
+	$(BIN)/alpaca-jobs pipeline $(PIPELINE) --cluster $(CLUSTER) $(ARGS)
+
 # Container images, one per job: docker where a daemon runs, else buildah (no daemon needed).
 # IMAGE names them; CUDA_BASE/SLIM_BASE choose the bases.
 BUILD_ARGS := $(if $(CUDA_BASE),--build-arg CUDA_BASE=$(CUDA_BASE)) $(if $(SLIM_BASE),--build-arg SLIM_BASE=$(SLIM_BASE))
@@ -58,6 +82,10 @@ images:
 	  if docker info >/dev/null 2>&1; then docker build -f images/Dockerfile --target $$t $(BUILD_ARGS) -t $$name . ; \
 	  else buildah bud --layers --format docker -f images/Dockerfile --target $$t $(BUILD_ARGS) -t $$name . ; fi || exit 1; \
 	done
+
+# GPU-hours and cost per run, per stage and in total (from the ledger), as a table, PNG and HTML.
+report: setup
+	$(BIN)/alpaca-jobs report --scan runs --png runs/report.png --html runs/report.html $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -153,6 +153,11 @@ def status(run: str, runs_dir: str | None) -> None:
     """State of RUN (an id or a run directory), and its report when it has one."""
     from alpaca_jobs.ops.records import format_report, load_record
 
+    pipe_dir = Path(run) if Path(run, "pipeline.json").is_file() else \
+        Path(runs_dir or os.environ.get(RUNS_DIR_ENV, "runs")) / run
+    if (pipe_dir / "pipeline.json").is_file():
+        _pipeline_status(pipe_dir)
+        return
     backend, handle = _find_run(run, runs_dir)
     state = backend.status(handle)
     click.echo(f"{handle.run_id}: {state} ({handle.backend} job {handle.job_id})")
@@ -160,6 +165,20 @@ def status(run: str, runs_dir: str | None) -> None:
     rec = load_record(Path(handle.run_dir))
     if rec:
         click.echo(format_report(rec))
+
+
+def _pipeline_status(pipe_dir: Path) -> None:
+    import json
+
+    from alpaca_jobs.pipeline.run import StageRun, _state_of
+    from alpaca_jobs.pipeline.summary import collect, format_summary
+
+    body = json.loads((pipe_dir / "pipeline.json").read_text())
+    for name, run in body["stages"].items():
+        stage = StageRun(**run)
+        body["stages"][name]["status"] = _state_of(stage) if stage.job_id else stage.status
+    (pipe_dir / "pipeline.json").write_text(json.dumps(body, indent=1) + "\n")
+    click.echo(format_summary(collect(pipe_dir)))
 
 
 @main.command()
@@ -236,6 +255,17 @@ from alpaca_jobs.ops.estimate import estimate_command  # noqa: E402 - torch-free
 
 cost.add_command(estimate_command)
 
+from alpaca_jobs.ops.report import report_command  # noqa: E402 - matplotlib only for --png/--html
+
+main.add_command(report_command)  # alpaca-jobs report
+
+from alpaca_jobs.evaluate.cli import evaluate_command, rate_command  # noqa: E402 - click only
+from alpaca_jobs.evaluate.cli import report_command as evaluate_report_command  # noqa: E402
+
+main.add_command(evaluate_command)  # alpaca-jobs evaluate [SPEC] [--set ...] [--run-dir DIR]
+main.add_command(rate_command)  # alpaca-jobs rate RUN_DIR [--host] [--port 8090]
+main.add_command(evaluate_report_command)  # alpaca-jobs evaluate-report RUN_DIR
+
 
 @main.group()
 def models() -> None:
@@ -280,6 +310,62 @@ def serve(model, host, port, watermark_gamma, watermark_delta, watermark_key_fil
     click.echo(f"serving {state.engine.name} on http://{host}:{port} "
                f"({'API keys required' if state.api_keys else 'no API keys configured'})")
     uvicorn.run(create_app(state), host=host, port=port, log_level="info", access_log=False)
+
+
+def _run_here(spec_path: str, overrides: tuple[str, ...], run_id: str | None, job: str) -> dict:
+    """Run a batch job in this process (no scheduler): same payload, same run directory,
+    same run record as a submitted job. The same --run-id resumes."""
+    from alpaca_jobs import kinds
+    from alpaca_jobs.backends.base import new_run_id
+    from alpaca_jobs.spec import load_spec
+
+    loaded = load_spec(spec_path, overrides)
+    if loaded.spec.job != job:
+        raise UserError(f"{spec_path}: job is {loaded.spec.job!r}; this command runs {job} specs")
+    kinds.preflight_paths(loaded)
+    rid = run_id or new_run_id(loaded.spec.name)
+    run_dir = (Path(loaded.spec.runs_dir) / rid).resolve()
+    click.echo(f"run {rid}: {run_dir}", err=True)
+    payload = {**loaded.payload(), "run_id": rid, "backend": "here", "run_dir": str(run_dir)}
+    return kinds.entry(job)(payload)
+
+
+@main.command()
+@click.argument("spec_path", metavar="SPEC", default="jobs/generate-local.yaml",
+                type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE",
+              help="override one spec field, e.g. --set generate.num_instructions=50")
+@click.option("--run-id", help="reuse a run id: resumes from its raw-response log")
+def generate(spec_path: str, overrides: tuple[str, ...], run_id: str | None) -> None:
+    """Generate self-instruct training data here (SPEC default: jobs/generate-local.yaml)."""
+    from alpaca_jobs.ops.records import format_report
+
+    rec = _run_here(spec_path, overrides, run_id, "generate")
+    click.echo(format_report(rec))
+
+
+@main.command()
+@click.argument("spec_path", metavar="PIPELINE", default="jobs/pipeline-local.yaml",
+                type=click.Path(dir_okay=False))
+@_cluster_option
+@click.option("--run-id", help="a pipeline id to resume: completed stages are reused")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="follow to the end (Slurm: --no-wait submits the dependent jobs and returns)")
+@click.option("--keep-serving/--stop-serving", default=None,
+              help="leave the serve stage running at the end (default: only on clusters)")
+def pipeline(spec_path: str, cluster: str, run_id: str | None, wait: bool, keep_serving: bool | None) -> None:
+    """Run the whole recipe: generate -> train -> serve -> evaluate, and print one summary."""
+    import json
+
+    from alpaca_jobs.pipeline.run import run_pipeline
+    from alpaca_jobs.pipeline.summary import collect, format_summary
+
+    pipe = run_pipeline(spec_path, cluster, run_id, wait, echo=click.echo, keep_serving=keep_serving)
+    summary = collect(pipe.dir)
+    (pipe.dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    click.echo("")
+    click.echo(format_summary(summary))
+    click.echo(f"\nfiles: {pipe.dir}/summary.json; status: alpaca-jobs status {pipe.id}")
 
 
 @main.group()

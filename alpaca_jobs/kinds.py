@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from alpaca_jobs.errors import UserError
 from alpaca_jobs.spec import LoadedSpec
 
 # kind -> (entry function "module:function", module for plain launchers, long-running?)
 KINDS: dict[str, tuple[str, str, bool]] = {
+    "generate": ("alpaca_jobs.generate.worker:generate_job", "alpaca_jobs.generate.worker", False),
     "train": ("alpaca_jobs.train.worker:train_job", "alpaca_jobs.train.worker", False),
     "serve": ("alpaca_jobs.serve.worker:serve_job", "alpaca_jobs.serve.worker", True),
+    "evaluate": ("alpaca_jobs.evaluate.worker:evaluate_job", "alpaca_jobs.evaluate.worker", False),
 }
 
 
@@ -45,6 +49,14 @@ def preflight_paths(loaded: LoadedSpec, visible: Callable[[str], bool] = lambda 
             check_base_model(spec.train.base_model)
         if visible(spec.train.data):
             read_records(spec.train.data)  # malformed data fails here, not in a worker
+    elif spec.job == "generate":
+        from alpaca_jobs.generate.seeds import load_seeds
+
+        if visible(spec.generate.seeds):
+            load_seeds(spec.generate.seeds)  # a malformed seed file fails here, naming the line
+        if spec.generate.prompt_file and visible(spec.generate.prompt_file) \
+                and not Path(spec.generate.prompt_file).is_file():
+            raise UserError(f"{loaded.path}: generate.prompt_file {spec.generate.prompt_file}: no such file")
     elif spec.job == "serve" and spec.serve.model and visible(spec.serve.model):
         from alpaca_jobs.serve.server import resolve_model
 
@@ -52,3 +64,7 @@ def preflight_paths(loaded: LoadedSpec, visible: Callable[[str], bool] = lambda 
             resolve_model(spec.serve.model)
         else:
             check_base_model(spec.serve.model)
+    elif spec.job == "evaluate":
+        from alpaca_jobs.evaluate.worker import preflight
+
+        preflight(loaded, visible)

@@ -185,6 +185,8 @@ class SlurmConfig(_Strict):
     setup: list[str] = Field(default_factory=list, description="shell lines run before srun")
     extra_sbatch: dict[str, str | int | bool] = Field(default_factory=dict)
     max_requeues: int = Field(5, ge=0, description="times a timed-out job requeues itself")
+    textfile_dir: str | None = Field(None, description="node_exporter textfile collector directory: "
+                                     "each run writes its metrics there")
     container: Container = Field(default_factory=Container)
 
 
@@ -216,6 +218,8 @@ class K8sConfig(_Strict):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     secret_env: dict[str, SecretEnv] = Field(default_factory=dict, description="ENV: {secret, key}")
     priority_class: str | None = None
+    pushgateway: str | None = Field(None, description="Prometheus Pushgateway URL the jobs push to, "
+                                    "e.g. http://pushgateway.monitoring:9091")
 
 
 class ServeConfig(_Strict):

@@ -24,7 +24,7 @@ def test_targets_bases_user_entrypoint_and_healthcheck():
     text = DOCKERFILE.read_text()
     stages = {name: base for base, name in re.findall(r"^FROM (\S+) AS (\S+)$", text, re.M)}
     assert stages["slim"] == "${SLIM_BASE}" and stages["gpu"] == "${CUDA_BASE}"
-    assert stages["generate"] == stages["evaluate"] == "slim" and stages["train"] == stages["serve"] == "gpu"
+    assert stages["generate"] == "slim" and stages["train"] == stages["serve"] == stages["evaluate"] == "gpu"
     assert text.count("USER 1000") == 2 and 'ENTRYPOINT ["alpaca-jobs"]' in text
     serve = text[text.index("AS serve"):]
     assert "HEALTHCHECK" in serve and "/healthz" in serve

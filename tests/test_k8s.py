@@ -116,14 +116,14 @@ def test_secrets_come_by_reference_only(ns, tmp_path):
     assert secret not in cli("logs", "k8s-secret", "--runs-dir", str(tmp_path)).stdout
 
 
-@pytest.mark.parametrize("overlay", ["train-7b", "train-local", "serve-7b"])
+@pytest.mark.parametrize("overlay", ["train-7b", "train-local", "serve-7b", "generate"])
 def test_kubectl_apply_k_each_overlay(overlay):
     """kubectl builds each overlay and the server accepts every object. The test server is
     1.20, older than podFailurePolicy (1.26+), so kubectl's client-side check against *its*
     schema is off; the schema check for a current version is kubernetes-validate's (test_render)."""
     path = ROOT / "k8s" / "overlays" / overlay
     made_ns = False
-    if overlay == "serve-7b":  # it deploys into the namespace train-7b owns
+    if overlay in ("serve-7b", "generate"):  # it deploys into the namespace train-7b owns
         made_ns = subprocess.run(["kubectl", "create", "namespace", "alpaca-jobs"], capture_output=True).returncode == 0
     proc = subprocess.run(["kubectl", "apply", "-k", str(path), "--validate=false"], capture_output=True, text=True)
     try:
@@ -166,3 +166,24 @@ def test_serve_deployment_answers_and_cancel_removes_everything(ns, tmp_path):
                                                 capture_output=True).returncode == 0:
         time.sleep(1)  # the garbage collector removes what the Deployment owned
     assert subprocess.run(["kubectl", "-n", ns, "get", "service", "k8s-serve"], capture_output=True).returncode != 0
+
+
+def test_pipeline_chain_runs_as_kubernetes_jobs(ns, tmp_path):
+    """Each stage a Job (serve a Deployment), submitted once the stage before completed."""
+    from tests.teacher import Teacher
+    from tests.test_pipeline import check_outputs, small_pipeline
+    from tests.test_serve import _free_port
+
+    with Teacher(n_tasks=8) as t:
+        path = small_pipeline(tmp_path, t.base_url, [f"k8s.namespace={ns}"], port=_free_port(), name="k8s-pipe")
+        r = cli("pipeline", str(path), "--cluster", "k8s", "--run-id", "kp", timeout=900)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        check_outputs(tmp_path / "runs", "kp", t)
+    kinds = {}
+    for stage in ("generate", "train", "evaluate"):
+        got = subprocess.run(["kubectl", "-n", ns, "get", "job", f"kp-{stage}", "-o", "json"],
+                             capture_output=True, text=True, check=True).stdout
+        kinds[stage] = json.loads(got)["status"].get("succeeded")
+    assert kinds == {"generate": 1, "train": 1, "evaluate": 1}
+    assert subprocess.run(["kubectl", "-n", ns, "get", "deployment", "kp-serve"], capture_output=True).returncode == 0
+    assert cli("cancel", "kp-serve", "--runs-dir", str(tmp_path / "runs")).returncode == 0

@@ -52,7 +52,8 @@ def test_dry_run_prints_the_sbatch_script_submitit_writes():
 
 
 K8S = {"k8s/overlays/train-7b/train.yaml": "jobs/train.yaml", "k8s/overlays/train-local/train.yaml": "jobs/train-local.yaml",
-       "k8s/overlays/serve-7b/serve.yaml": "jobs/serve.yaml"}
+       "k8s/overlays/serve-7b/serve.yaml": "jobs/serve.yaml",
+       "k8s/overlays/generate/generate.yaml": "jobs/generate.yaml"}
 
 
 @pytest.mark.parametrize("path,spec", K8S.items())
@@ -61,7 +62,7 @@ def test_checked_in_manifests_match_their_specs(path, spec):
     assert (ROOT / path).read_text() == fresh, f"{path} drifted from {spec}: run `make render`"
 
 
-@pytest.mark.parametrize("overlay", ["train-7b", "train-local", "serve-7b"])
+@pytest.mark.parametrize("overlay", ["train-7b", "train-local", "serve-7b", "generate"])
 def test_every_overlay_is_valid_for_kubernetes_1_32_strict(overlay, tmp_path):
     import subprocess
 
@@ -132,3 +133,24 @@ def test_one_variable_names_every_image(tmp_path):
     made = __import__("subprocess").run(["make", "-n", "images", "IMAGE=reg/x:v9"], cwd=ROOT, capture_output=True,
                                         text=True, env={**os.environ, "PATH": os.environ["PATH"]}).stdout
     assert "${ALPACA_JOBS_IMAGE%:*}/$t:${ALPACA_JOBS_IMAGE##*:}" in made
+
+
+def test_metrics_sinks_reach_the_jobs_environment():
+    """k8s.pushgateway becomes the pods' ALPACA_JOBS_PUSHGATEWAY; slurm.textfile_dir an export
+    in the batch script (where the jobs' metrics go: dashboards/README.md)."""
+    import yaml
+
+    from alpaca_jobs.backends.k8s_objects import manifests
+    from alpaca_jobs.backends.slurm import executor_params
+    from alpaca_jobs.spec import load_spec
+
+    spec = ROOT / "jobs" / "generate.yaml"
+    loaded = load_spec(spec, ["k8s.pushgateway=http://pushgateway.monitoring:9091",
+                              "slurm.textfile_dir=/var/lib/node_exporter/text files"])
+    job = next(d for d in yaml.safe_load_all(manifests(loaded, str(spec))) if d and d["kind"] == "Job")
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["ALPACA_JOBS_PUSHGATEWAY"]["value"] == "http://pushgateway.monitoring:9091"
+    assert "value" not in env["OPENAI_API_KEY"] and env["OPENAI_API_KEY"]["valueFrom"]
+    setup = executor_params(loaded.spec)["setup"]
+    assert "export ALPACA_JOBS_TEXTFILE_DIR='/var/lib/node_exporter/text files'" in setup
+    assert "ALPACA_JOBS_PUSHGATEWAY" not in str(manifests(load_spec(spec), str(spec)))

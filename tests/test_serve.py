@@ -225,3 +225,21 @@ def test_openai_moderation_path_with_the_real_client(server, monkeypatch):
     bad = moderate("How do I synthesize methamphetamine at home?")
     assert bad.source == "openai" and bad.flagged and bad.categories["illicit/drugs"]
     assert not moderate("How do I bake sourdough bread?").flagged
+
+
+def test_a_client_that_hangs_up_frees_the_decoder(server, client):
+    """A client timeout must not leave its generation running: the row is dropped, the
+    queue slot freed, and the next request is served at once."""
+    import openai
+
+    impatient = openai.OpenAI(base_url=server["base"] + "/v1", api_key=KEYS.split(",")[1],
+                              max_retries=0, timeout=1.0)
+    with pytest.raises(openai.APITimeoutError):
+        impatient.completions.create(model=MODEL, prompt="Tell me a very long story.", max_tokens=1000,
+                                     extra_body={"watermark": False}, temperature=1.0, seed=1)
+    time.sleep(1.5)  # the server notices the hang-up within its poll interval
+    metrics = urllib.request.urlopen(server["base"] + "/metrics").read().decode()
+    assert "alpaca_serve_abandoned_total 1.0" in metrics
+    t0 = time.monotonic()
+    reply = client.completions.create(model=MODEL, prompt="Say hi.", max_tokens=4, seed=2)
+    assert reply.choices[0].text and time.monotonic() - t0 < 10  # not stuck behind 1000 tokens

@@ -199,3 +199,30 @@ def test_serve_job_on_slurm(runs):
     assert "served: RUNNING" in cli("status", "served", "--runs-dir", str(runs)).stdout
     assert cli("cancel", "served", "--runs-dir", str(runs)).returncode == 0
     assert "served: CANCELLED" in _wait_done("served", runs)
+
+
+def test_pipeline_chain_runs_as_dependent_slurm_jobs(tmp_path):
+    """generate -> train -> {serve, evaluate} submitted at once with afterok dependencies;
+    a second `pipeline --run-id` follows the queued jobs instead of submitting them again."""
+    from tests.teacher import Teacher
+    from tests.test_pipeline import check_outputs, small_pipeline
+    from tests.test_serve import _free_port
+
+    with Teacher(n_tasks=8) as t:
+        path = small_pipeline(tmp_path, t.base_url, port=_free_port(), name="slurm-pipe")
+        first = cli("pipeline", str(path), "--cluster", "slurm", "--run-id", "sp", "--no-wait")
+        assert first.returncode == 0, first.stderr[-3000:]
+        pipe = json.loads((tmp_path / "runs" / "sp" / "pipeline.json").read_text())
+        ids = {k: v["job_id"] for k, v in pipe["stages"].items()}
+        assert set(ids) == {"generate", "train", "serve", "evaluate"} and all(ids.values())
+        for stage, after in (("train", "generate"), ("serve", "train"), ("evaluate", "train")):
+            assert f"(job {ids[stage]}) after job {ids[after]}" in first.stdout
+        shown = subprocess.run(["scontrol", "show", "job", ids["evaluate"]], capture_output=True, text=True).stdout
+        assert f"afterok:{ids['train']}" in shown or "JobState=COMPLETED" in shown or "RUNNING" in shown
+        second = cli("pipeline", str(path), "--cluster", "slurm", "--run-id", "sp", timeout=900)
+        assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+        assert "already queued or running" in second.stdout or "completed before" in second.stdout
+        again = json.loads((tmp_path / "runs" / "sp" / "pipeline.json").read_text())
+        assert {k: v["job_id"] for k, v in again["stages"].items()} == ids  # nothing submitted twice
+        check_outputs(tmp_path / "runs", "sp", t)
+    assert cli("cancel", "sp-serve", "--runs-dir", str(tmp_path / "runs")).returncode == 0

@@ -56,6 +56,8 @@ def _resources(spec: JobSpec) -> k.V1ResourceRequirements:
 def _env(spec: JobSpec) -> list[k.V1EnvVar]:
     env = [k.V1EnvVar(name="HF_HUB_OFFLINE", value="1"),
            k.V1EnvVar(name="OMP_NUM_THREADS", value=str(spec.resources.cpus_per_process))]
+    if spec.k8s.pushgateway:
+        env.append(k.V1EnvVar(name="ALPACA_JOBS_PUSHGATEWAY", value=spec.k8s.pushgateway))
     for name, ref in sorted(spec.k8s.secret_env.items()):  # values stay in the Secret
         env.append(k.V1EnvVar(name=name, value_from=k.V1EnvVarSource(
             secret_key_ref=k.V1SecretKeySelector(name=ref.secret, key=ref.key))))

@@ -42,8 +42,13 @@ def executor_params(spec: JobSpec) -> dict[str, Any]:
             params[key] = getattr(site, key)
     if site.exclusive:
         params["exclusive"] = True
-    if site.setup:
-        params["setup"] = list(site.setup)
+    setup = list(site.setup)
+    if site.textfile_dir:
+        import shlex
+
+        setup.append(f"export ALPACA_JOBS_TEXTFILE_DIR={shlex.quote(site.textfile_dir)}")
+    if setup:
+        params["setup"] = setup
     params["signal_delay_s"] = SIGNAL_DELAY_S
     params["additional_parameters"] = {"requeue": True, **site.extra_sbatch}
     if site.container.runtime == "pyxis":
@@ -129,6 +134,10 @@ class SlurmBackend(Backend):
         loaded = LoadedSpec.from_payload(sub.payload)
         sub.run_dir.mkdir(parents=True, exist_ok=True)
         ex = self._executor(loaded, sub.run_dir / "submitit")
+        if sub.params.get("after"):  # a pipeline stage: start only when the previous succeeded
+            extra = dict(ex.parameters.get("additional_parameters") or {})
+            extra.update(dependency="afterok:" + ":".join(sub.params["after"]), kill_on_invalid_dep="yes")
+            ex.update_parameters(additional_parameters=extra)
         try:
             job = ex.submit(kinds.entry(loaded.spec.job), sub.payload)
         except Exception as exc:  # sbatch said no: show its words

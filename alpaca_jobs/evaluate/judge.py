@@ -58,7 +58,9 @@ def load_prompt(path: str | None) -> str:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"evaluate.judge_prompt_file: {path}: no such file")
-    text = p.read_text(encoding="utf-8")
+    # Editors end files with a newline; a prompt that ends mid-sentence ("...is Answer") for a
+    # completions judge must not (the judge would answer the newline).
+    text = p.read_text(encoding="utf-8").removesuffix("\n")
     absent = [ph for ph in PLACEHOLDERS if ph not in text]
     if absent:
         raise UserError(f"evaluate.judge_prompt_file: {path} lacks {', '.join(absent)}; the judge "

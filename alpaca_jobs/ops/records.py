@@ -206,14 +206,34 @@ def format_report(rec: dict[str, Any]) -> str:
         ("price", f"${rec['price_per_gpu_hour_usd']:.2f}/GPU-h  [{rec['price_source']}]"),
         ("cost", f"${rec['cost_usd']:.4f}"),
         ("target", verdict),
-        ("steps", f"{rec['steps']}/{rec['total_steps']}"),
-        ("loss", f"{_f(rec.get('first_loss'))} -> {_f(rec.get('final_loss'))}"),
-        ("tokens", f"{rec['tokens_trained']} computed, {rec['target_tokens_trained']} target"),
-        ("throughput", f"{rec['tokens_per_second']:.1f} tokens/s over {rec['train_loop_seconds']:.1f} s of training loop"),
-        ("MFU", "n/a (CPU)" if rec.get("mfu") is None else f"{rec['mfu'] * 100:.1f}%"),
-        ("data", _data_line(rec.get("data") or {})),
-        ("model", rec.get("model_dir") or "-"),
     ]
+    if rec.get("api"):
+        a = rec["api"]
+        rows.append(("API spend", f"${a['cost_usd']:.4f} on {a['requests']} requests ({a['retries']} retries), "
+                                  f"{a['input_tokens']} in + {a['output_tokens']} out tokens "
+                                  f"at ${a['input_usd_per_mtok']}/${a['output_usd_per_mtok']} per 1M "
+                                  f"[{a['price_source']}]"))
+    if rec["job"] == "train":
+        rows += [
+            ("steps", f"{rec['steps']}/{rec['total_steps']}"),
+            ("loss", f"{_f(rec.get('first_loss'))} -> {_f(rec.get('final_loss'))}"),
+            ("tokens", f"{rec['tokens_trained']} computed, {rec['target_tokens_trained']} target"),
+            ("throughput", f"{rec['tokens_per_second']:.1f} tokens/s over {rec['train_loop_seconds']:.1f} s of training loop"),
+            ("MFU", "n/a (CPU)" if rec.get("mfu") is None else f"{rec['mfu'] * 100:.1f}%"),
+            ("data", _data_line(rec.get("data") or {})),
+            ("model", rec.get("model_dir") or "-"),
+        ]
+    res = rec.get("results") or {}
+    if rec["job"] == "generate" and res:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(res.get("rejected", {}).items(), key=lambda kv: -kv[1]))
+        rows += [("stopped", res.get("stop_reason", "-")),
+                 ("kept", f"{res.get('kept', 0)} tasks of {res.get('candidates', 0)} parsed, from "
+                          f"{res.get('responses', 0)} replies ({res.get('unparseable_responses', 0)} unparseable, "
+                          f"{res.get('replayed_responses', 0)} replayed from the log)"),
+                 ("rejected", f"{res.get('rejected_total', 0)}" + (f": {reasons}" if reasons else "")),
+                 ("data", res.get("data_file", "-"))]
+    elif res:
+        rows += [(k, str(v)) for k, v in res.items() if not isinstance(v, dict | list)]
     if rec.get("scheduler"):
         sch = rec["scheduler"]
         rows.append(("scheduler", f"{sch['gpu_hours']:.4f} GPU-h by {sch['source']} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import secrets
@@ -49,6 +50,8 @@ class Metrics:
                                  registry=r, buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
         self.refusals = Counter("alpaca_serve_refusals_total", "Moderation refusals", ["stage"], registry=r)
         self.flags = Counter("alpaca_serve_flags_total", "Outputs flagged by users", registry=r)
+        self.abandoned = Counter("alpaca_serve_abandoned_total",
+                                 "Requests whose client disconnected before the reply", registry=r)
 
 
 def _err(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None,
@@ -63,19 +66,7 @@ def create_app(state: ServeState) -> FastAPI:
         m.registry.register(collector)
     eng = state.engine
 
-    @app.middleware("http")
-    async def auth_and_metrics(request: Request, call_next):
-        start = time.perf_counter()
-        path = request.url.path
-        if path.startswith("/v1") and state.api_keys and not _authorized(request, state.api_keys):
-            resp: Response = _err(401, "missing or invalid API key: send 'Authorization: Bearer <key>'",
-                                  "authentication_error", code="invalid_api_key")
-        else:
-            resp = await call_next(request)
-        endpoint = path if path.startswith(("/v1", "/health", "/ready", "/metrics")) else "/page"
-        m.requests.labels(endpoint, str(resp.status_code)).inc()
-        m.latency.labels(endpoint).observe(time.perf_counter() - start)
-        return resp
+    app.add_middleware(_AuthAndMetrics, state=state, metrics=m)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError):
@@ -121,7 +112,7 @@ def create_app(state: ServeState) -> FastAPI:
                          temperature=req.temperature, top_p=req.top_p, stop=tuple(req.stop or ()),
                          seed=req.seed, watermark=wm)
 
-    async def run(kind: str, prompt: str, req: p._Sampling):
+    async def run(kind: str, prompt: str, req: p._Sampling, request: Request | None = None):
         params = params_of(req)
         if isinstance(params, JSONResponse):
             return params
@@ -136,7 +127,10 @@ def create_app(state: ServeState) -> FastAPI:
         try:
             if req.stream:
                 return StreamingResponse(_sse(kind, req, eng.stream(ids, params)), media_type="text/event-stream")
-            gen = await eng.generate(ids, params)
+            gen = await _unless_gone(eng.generate(ids, params), request)
+            if gen is None:  # the caller hung up (a client timeout): its row was dropped
+                m.abandoned.inc()
+                return Response(status_code=499)
         except QueueFull as exc:
             return _err(429, str(exc), "rate_limit_error", code="queue_full")
         m.tokens.labels("prompt").inc(gen.prompt_tokens)
@@ -169,12 +163,12 @@ def create_app(state: ServeState) -> FastAPI:
         yield "data: [DONE]\n\n"
 
     @app.post("/v1/completions")
-    async def completions(req: p.CompletionRequest):
-        return await run("text", req.prompt, req)
+    async def completions(req: p.CompletionRequest, request: Request):
+        return await run("text", req.prompt, req, request)
 
     @app.post("/v1/chat/completions")
-    async def chat(req: p.ChatCompletionRequest):
-        return await run("chat", eng.chat_prompt([x.model_dump() for x in req.messages]), req)
+    async def chat(req: p.ChatCompletionRequest, request: Request):
+        return await run("chat", eng.chat_prompt([x.model_dump() for x in req.messages]), req, request)
 
     @app.post("/v1/moderations")
     async def moderations(req: p.ModerationRequest):
@@ -223,6 +217,57 @@ def _respond(kind: str, req, text: str, prompt_tokens: int, completion_tokens: i
     return {"id": p.new_id("chatcmpl"), "object": "chat.completion", "created": p.now(), "model": req.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
                          "finish_reason": reason}], "usage": usage}
+
+
+class _AuthAndMetrics:
+    """API keys on /v1 and request metrics, as a plain ASGI middleware: Starlette's
+    BaseHTTPMiddleware would hide client disconnects from the endpoints (_unless_gone)."""
+
+    def __init__(self, app, state: ServeState, metrics: Metrics) -> None:
+        self.app, self.state, self.m = app, state, metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        path = scope["path"]
+        status = [500]
+
+        async def send_and_note(message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        if path.startswith("/v1") and self.state.api_keys and not _authorized(Request(scope), self.state.api_keys):
+            resp = _err(401, "missing or invalid API key: send 'Authorization: Bearer <key>'",
+                        "authentication_error", code="invalid_api_key")
+            await resp(scope, receive, send_and_note)
+        else:
+            await self.app(scope, receive, send_and_note)
+        endpoint = path if path.startswith(("/v1", "/health", "/ready", "/metrics")) else "/page"
+        self.m.requests.labels(endpoint, str(status[0])).inc()
+        self.m.latency.labels(endpoint).observe(time.perf_counter() - start)
+
+
+async def _unless_gone(work, request: Request | None, poll_s: float = 0.5):
+    """Await ``work`` unless the client disconnects first; then cancel it (the engine drops
+    the request's row from its batch) and return None. A client that timed out and retried
+    must not leave its abandoned generation holding the decoder and the queue."""
+    import asyncio
+
+    task = asyncio.ensure_future(work)
+    if request is None:
+        return await task
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=poll_s)
+        if done:
+            return task.result()
+        if await request.is_disconnected():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            return None
 
 
 def _chunk(kind: str, rid: str, created: int, model: str, delta: str, reason: str | None) -> str:

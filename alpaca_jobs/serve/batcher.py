@@ -34,6 +34,7 @@ class Row:
     done: bool = False
     reason: str = "length"
     gen: torch.Generator | None = None
+    cancelled: bool = False  # the caller went away: stop decoding this row
 
     def emit(self, kind: str, value: object) -> None:
         self.loop.call_soon_threadsafe(self.out.put_nowait, (kind, value))
@@ -73,6 +74,9 @@ class Batcher:
                         r.emit("error", exc)
 
     def _decode(self, rows: list[Row]) -> None:
+        rows = [r for r in rows if not r.cancelled]
+        if not rows:
+            return
         for r in rows:
             r.gen = torch.Generator().manual_seed(r.params.seed if r.params.seed is not None
                                                   else int(torch.randint(0, 2**62, (1,)).item()))
@@ -92,7 +96,9 @@ class Batcher:
         for _ in range(steps):
             nxt = self._sample(rows, last.cpu(), logits.float().cpu())
             for i, r in enumerate(rows):
-                if not r.done:
+                if r.cancelled and not r.done:
+                    r.done, r.reason = True, "cancelled"
+                elif not r.done:
                     self._advance(r, int(nxt[i]))
             if all(r.done for r in rows):
                 break

@@ -127,6 +127,8 @@ class Engine:
                 yield value, None
         finally:
             self._waiting -= 1
+            if not row.done:  # the consumer left (disconnect, cancel): free the decoder
+                row.cancelled = True
         yield "", self._result(row)
 
 

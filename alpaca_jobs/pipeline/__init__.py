@@ -1,0 +1,1 @@
+"""The pipeline: the four jobs chained, locally or as dependent cluster jobs."""

@@ -1,0 +1,275 @@
+"""Run a pipeline: generate -> train -> serve -> evaluate, each an ordinary job on a backend.
+
+Stage runs are ``<pipeline id>-<stage>`` in their spec's runs dir, so every stage can also be
+followed, cancelled or re-run alone with the usual commands. A re-run of the pipeline with
+the same id skips stages that completed and resumes the others (generation from its raw-reply
+log, training from its last checkpoint, evaluation from its saved outputs and judgments).
+
+Ordering: on Slurm the stages are submitted at once as dependent jobs (``afterok``: a stage
+starts only when the one before it succeeded; a failure cancels the rest). Elsewhere this
+process submits each stage once the one before it completed (``--no-wait`` is Slurm-only).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from alpaca_jobs import kinds
+from alpaca_jobs.backends import get_backend
+from alpaca_jobs.backends.base import ACTIVE_STATES, JobHandle
+from alpaca_jobs.errors import UserError
+from alpaca_jobs.ops.records import load_record
+from alpaca_jobs.pipeline.spec import PipelineSpec, load_pipeline, resolve
+from alpaca_jobs.spec import load_spec
+
+PIPELINE_FILE = "pipeline.json"
+
+
+@dataclass
+class StageRun:
+    stage: str
+    run_id: str
+    run_dir: str
+    backend: str
+    job_id: str = ""
+    status: str = "PENDING"
+    reused: bool = False
+    url: str | None = None
+
+
+@dataclass
+class Pipeline:
+    id: str
+    spec_path: str
+    cluster: str
+    dir: Path
+    stages: dict[str, StageRun] = field(default_factory=dict)
+    values: dict[str, str] = field(default_factory=dict)
+    checks: dict[str, Any] = field(default_factory=dict)
+
+    def save(self) -> None:
+        from alpaca_jobs.train.checkpoint import atomic_write
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        body = {"id": self.id, "spec": self.spec_path, "cluster": self.cluster,
+                "stages": {k: vars(v) for k, v in self.stages.items()}, "values": self.values,
+                "checks": self.checks}
+        atomic_write(self.dir / PIPELINE_FILE, json.dumps(body, indent=1) + "\n")
+
+
+def run_pipeline(spec_path: str, cluster: str, pipeline_id: str | None, wait: bool,
+                 echo=print, keep_serving: bool | None = None) -> Pipeline:
+    """Run (or resume) the pipeline. The serve stage keeps running on clusters (it is the
+    product); locally it is stopped after the summary unless ``keep_serving``."""
+    from alpaca_jobs.backends.base import new_run_id
+
+    pspec = load_pipeline(spec_path)
+    pid = pipeline_id or new_run_id(pspec.pipeline)
+    pipe = Pipeline(pid, spec_path, cluster, Path(pspec.runs_dir) / pid, values={"pipeline.id": pid})
+    backend = get_backend(cluster)
+    base = Path(spec_path).parent
+    keep_serving = cluster != "local" if keep_serving is None else keep_serving
+    teacher_jobs: list[tuple[Any, JobHandle]] = []  # the teacher server: always stopped at the end
+    started: list[tuple[Any, JobHandle]] = []  # the serve stage: stopped unless keep_serving
+    try:
+        if pspec.teacher is not None:
+            _teacher(pspec, pipe, backend, base, cluster, echo, teacher_jobs)
+        previous: JobHandle | None = None
+        followed: set[str] = set()
+        for stage in pspec.order:
+            st = pspec.stages[stage]
+            overrides = resolve(st.set, pipe.values, f"{spec_path}: stages.{stage}")
+            loaded = load_spec(base / st.spec, overrides)
+            if loaded.spec.job != stage:
+                raise UserError(f"{spec_path}: stages.{stage}.spec is a {loaded.spec.job} job")
+            rid = f"{pid}-{stage}"
+            sub = backend.render(loaded, rid)
+            run = StageRun(stage, rid, str(sub.run_dir), cluster)
+            pipe.stages[stage] = run
+            _publish_values(pipe, stage, loaded, sub.run_dir, cluster)
+            if _finished(sub.run_dir) and not kinds.long_running(stage):
+                run.status, run.reused = "COMPLETED", True
+                echo(f"[{stage}] {rid}: completed before; reusing its outputs")
+                pipe.save()
+                continue
+            if previous is not None and cluster != "slurm" and previous.run_id not in followed:
+                followed.add(previous.run_id)
+                if not _follow(backend, previous, pipe, echo):
+                    raise UserError(f"stage {previous.run_id} did not complete; fix it and re-run "
+                                    f"with --run-id {pid} (completed stages are reused)")
+            if previous is not None and cluster == "slurm":
+                sub = replace(sub, params={**sub.params, "after": [previous.job_id]})
+            handle = _still_active(backend, sub.run_dir)
+            if handle is not None:  # submitted by an earlier run of this pipeline: follow it
+                echo(f"[{stage}] {rid} is already queued or running (job {handle.job_id}); following it")
+            else:
+                backend.preflight(loaded)
+                handle = backend.submit(sub)
+                echo(f"[{stage}] submitted {rid} to {cluster} (job {handle.job_id})"
+                     + (f" after job {previous.job_id}" if previous is not None and cluster == "slurm" else ""))
+            run.job_id, run.status = handle.job_id, "SUBMITTED"
+            pipe.save()
+            if kinds.long_running(stage):
+                started.append((backend, handle))
+                if cluster == "local":
+                    run.url = _wait_ready(backend, handle, loaded, echo)
+                    pipe.values["serve.url"] = run.url
+                    pipe.values["serve.model"] = _served_model(run.url)
+                    pipe.checks["watermark"] = watermark_check(run.url, pipe.values["serve.model"])
+                    echo(f"[serve] watermark check: {json.dumps(pipe.checks['watermark'])}")
+                continue  # nothing waits on a server's end
+            previous = handle
+        if previous is not None and (wait or cluster != "slurm") and previous.run_id not in followed \
+                and not _follow(backend, previous, pipe, echo):
+            raise UserError(f"stage {previous.run_id} did not complete; re-run with --run-id {pid}")
+        pipe.save()
+        return pipe
+    finally:
+        for b, h in teacher_jobs + ([] if keep_serving else started):
+            b.cancel(h)
+            _wait_gone(b, h)
+        for run in pipe.stages.values():
+            run.status = _state_of(run) if run.job_id else run.status
+        pipe.save()
+
+
+def _teacher(pspec: PipelineSpec, pipe: Pipeline, backend, base: Path, cluster: str, echo, started) -> None:
+    t = pspec.teacher
+    if t.url:
+        pipe.values["teacher.url"], pipe.values["teacher.model"] = t.url, t.model
+        return
+    if cluster != "local":
+        raise UserError(f"{pipe.spec_path}: teacher.spec starts a server this process can reach, "
+                        "which only the local backend does; give teacher.url (an endpoint) instead")
+    loaded = load_spec(base / t.spec, t.set)
+    handle = backend.submit(backend.render(loaded, f"{pipe.id}-teacher"))
+    echo(f"[teacher] serving {loaded.spec.serve.model or 'SmolLM2-135M-Instruct'} as the teacher "
+         f"(run {handle.run_id})")
+    started.append((backend, handle))
+    url = _wait_ready(backend, handle, loaded, echo)
+    pipe.values["teacher.url"], pipe.values["teacher.model"] = url, _served_model(url)
+    pipe.stages["teacher"] = StageRun("teacher", handle.run_id, handle.run_dir, cluster, handle.job_id,
+                                      "RUNNING", url=url)
+    pipe.save()
+
+
+def _publish_values(pipe: Pipeline, stage: str, loaded, run_dir: Path, cluster: str) -> None:
+    if stage == "generate":
+        pipe.values["generate.data"] = str(Path(run_dir) / "alpaca_data.json")
+    elif stage == "train":
+        pipe.values["train.model"] = str(Path(run_dir) / "model")
+
+
+def _still_active(backend, run_dir: Path) -> JobHandle | None:
+    from alpaca_jobs.backends.base import HANDLE_FILE
+
+    if not (Path(run_dir) / HANDLE_FILE).is_file():
+        return None
+    handle = JobHandle.load(Path(run_dir))
+    if handle.backend != backend.name:
+        return None
+    return handle if backend.status(handle) in ACTIVE_STATES else None
+
+
+def _finished(run_dir: Path) -> bool:
+    rec = load_record(Path(run_dir))
+    return bool(rec and rec.get("status") == "completed")
+
+
+def _follow(backend, handle: JobHandle, pipe: Pipeline, echo) -> bool:
+    stage = handle.run_id.rsplit("-", 1)[-1]
+    last = ""
+    while True:
+        state = backend.status(handle)
+        if state != last:
+            echo(f"[{stage}] {state}")
+            last = state
+        if state not in ACTIVE_STATES and state != "SUBMITTED":
+            break
+        time.sleep(2.0)
+    backend.finalize(handle)
+    pipe.stages[stage].status = state
+    pipe.save()
+    if state != "COMPLETED":
+        rec = load_record(Path(handle.run_dir))
+        echo(f"[{stage}] ended {state}" + (f": {rec['error']}" if rec and rec.get("error") else "")
+             + f"\n--- last lines of its log ---\n{_tail(backend.logs(handle))}")
+    return state == "COMPLETED"
+
+
+def _wait_ready(backend, handle: JobHandle, loaded, echo, timeout: float = 600) -> str:
+    cfg = loaded.spec.serve
+    host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::") else cfg.host
+    base = f"http://{host}:{cfg.port}"
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with urllib.request.urlopen(base + "/readyz", timeout=2):
+                return base + "/v1"
+        except OSError:
+            if backend.status(handle) not in ACTIVE_STATES:
+                raise UserError(f"server {handle.run_id} stopped before it was ready:\n"
+                                f"{_tail(backend.logs(handle))}") from None
+            time.sleep(1.0)
+    raise UserError(f"server {handle.run_id} not ready at {base} after {timeout:.0f} s")
+
+
+def _wait_gone(backend, handle: JobHandle, timeout: float = 60) -> None:
+    end = time.time() + timeout
+    while time.time() < end and backend.status(handle) in ACTIVE_STATES:
+        time.sleep(0.5)
+
+
+def _served_model(url: str) -> str:
+    with urllib.request.urlopen(url + "/models", timeout=10) as r:
+        return json.loads(r.read())["data"][0]["id"]
+
+
+def watermark_check(url: str, model: str, min_tokens: int = 100) -> dict[str, Any]:
+    """Ask the served model through the real openai client (up to three answers, until one is
+    long enough to score), then have the server's detector score that answer (watermarked)
+    and a human-written paragraph (not)."""
+    import openai
+
+    client = openai.OpenAI(base_url=url, api_key="unused-local", max_retries=2)
+    text = ""
+    for seed in (7, 8, 9):
+        reply = client.chat.completions.create(
+            model=model, max_tokens=300, temperature=1.0, seed=seed,
+            messages=[{"role": "user", "content": "Write a long story about a lighthouse keeper "
+                                                  "and a storm, with many details."}])
+        if len(reply.choices[0].message.content or "") > len(text):
+            text = reply.choices[0].message.content or ""
+        if (reply.usage.completion_tokens or 0) >= min_tokens:
+            break
+    human = ("Gray streets hum softly while umbrellas bloom at every crosswalk, and the puddles "
+             "hold a piece of the sky for anyone who looks down on the way home from work. The "
+             "baker on the corner props the door open so the smell of bread drifts into the rain, "
+             "and a dog waits under the awning for the bus that brings its owner back at six.")
+
+    def detect(t: str) -> dict:
+        req = urllib.request.Request(url + "/watermark/detect", data=json.dumps({"text": t}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read())
+
+    out, ref = detect(text), detect(human)
+    keys = ("tokens_scored", "z_score", "p_value", "watermarked")
+    return {"served_output": {k: out[k] for k in keys}, "human_text": {k: ref[k] for k in keys}}
+
+
+def _state_of(run: StageRun) -> str:
+    try:
+        backend = get_backend(run.backend)
+        return backend.status(JobHandle.load(Path(run.run_dir)))
+    except Exception:  # noqa: BLE001 - a status line is best effort
+        return run.status
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])

@@ -1,0 +1,75 @@
+"""The one summary a pipeline prints: what each stage produced and what it cost."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from alpaca_jobs.ops.records import load_record
+
+
+def collect(pipeline_dir: Path) -> dict[str, Any]:
+    """pipeline.json plus each stage's run record, as one JSON-able summary."""
+    pipe = json.loads((pipeline_dir / "pipeline.json").read_text())
+    stages = {}
+    for name, run in pipe["stages"].items():
+        rec = load_record(Path(run["run_dir"])) or {}
+        stages[name] = {"run_id": run["run_id"], "status": run["status"], "run_dir": run["run_dir"],
+                        "gpu_hours": rec.get("gpu_hours", 0.0), "cpu_hours": rec.get("cpu_hours", 0.0),
+                        "compute_usd": rec.get("cost_usd", 0.0), "api_usd": rec.get("api_cost_usd", 0.0),
+                        "wall_seconds": rec.get("wall_seconds", 0.0), "record": rec}
+    total = {k: round(sum(s[k] for s in stages.values()), 6)
+             for k in ("gpu_hours", "cpu_hours", "compute_usd", "api_usd", "wall_seconds")}
+    return {"id": pipe["id"], "cluster": pipe["cluster"], "stages": stages, "total": total,
+            "checks": pipe.get("checks", {})}
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    lines = [f"Alpaca pipeline {s['id']} ({s['cluster']})", "",
+             f"{'stage':<9} {'status':<11} {'wall s':>8} {'GPU-h':>8} {'compute $':>10} {'API $':>8}  run"]
+    for name, st in s["stages"].items():
+        lines.append(f"{name:<9} {st['status'][:11]:<11} {st['wall_seconds']:>8.1f} {st['gpu_hours']:>8.4f} "
+                     f"{st['compute_usd']:>10.4f} {st['api_usd']:>8.4f}  {st['run_id']}")
+    t = s["total"]
+    lines.append(f"{'total':<9} {'':<11} {t['wall_seconds']:>8.1f} {t['gpu_hours']:>8.4f} "
+                 f"{t['compute_usd']:>10.4f} {t['api_usd']:>8.4f}")
+    lines.append("")
+    st = s["stages"]
+    gen = (st.get("generate") or {}).get("record", {}).get("results") or {}
+    if gen:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(gen.get("rejected", {}).items(), key=lambda kv: -kv[1]))
+        lines.append(f"data       {gen.get('kept', 0)} tasks kept, {gen.get('rejected_total', 0)} rejected"
+                     + (f" ({reasons})" if reasons else "") + f" -> {gen.get('data_file', '-')}")
+    tr = (st.get("train") or {}).get("record") or {}
+    if tr:
+        target = tr.get("target_usd")
+        lines.append(f"training   loss {_f(tr.get('first_loss'))} -> {_f(tr.get('final_loss'))} over "
+                     f"{tr.get('steps', 0)} steps; cost ${tr.get('cost_usd', 0):.4f}"
+                     + (f" vs target ${target:.2f} ({'MET' if tr.get('target_met') else 'MISSED'})" if target else "")
+                     + f"; model {tr.get('model_dir') or '-'}")
+    wm = s.get("checks", {}).get("watermark")
+    if wm:
+        o, h = wm["served_output"], wm["human_text"]
+        lines.append(f"watermark  served output z={o['z_score']:.2f} ({'detected' if o['watermarked'] else 'NOT detected'}"
+                     f", {o['tokens_scored']} tokens); human text z={h['z_score']:.2f} "
+                     f"({'detected' if h['watermarked'] else 'not detected'})")
+    ev = (st.get("evaluate") or {}).get("record", {}).get("results") or {}
+    if ev:
+        lines.append("evaluation " + _eval_line(ev))
+    return "\n".join(lines)
+
+
+def _eval_line(ev: dict[str, Any]) -> str:
+    a, b = ev.get("system_a", "A"), ev.get("system_b", "B")
+    counts = (f"wins/ties/losses {ev.get('wins', 0)}/{ev.get('ties', 0)}/{ev.get('losses', 0)}, "
+              f"{ev.get('invalid', 0)} unreadable verdicts, {ev.get('items', 0)} items")
+    if ev.get("win_rate") is None:
+        return f"{a} vs {b}: no readable judgments ({counts})"
+    ci = ev.get("ci95") or []
+    ci_text = f" (95% CI {ci[0]:.2f}-{ci[1]:.2f})" if len(ci) == 2 and None not in ci else ""
+    return f"win rate of {a} over {b}: {ev['win_rate']:.2f}{ci_text}; {counts}"
+
+
+def _f(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"

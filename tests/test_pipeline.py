@@ -1,0 +1,117 @@
+"""The pipeline: the four jobs chained through files, on the local backend end to end (the
+Slurm and Kubernetes suites run the same chain as dependent cluster jobs: test_slurm.py,
+test_k8s.py). The teacher and judge here is the scripted teacher (tests/teacher.py, standing
+for a paid API); the model is tiny-llama so the chain runs in about a minute."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, cli
+from teacher import Teacher
+
+from alpaca_jobs.errors import SpecError
+from alpaca_jobs.pipeline.spec import load_pipeline
+
+
+def small_pipeline(tmp: Path, teacher_url: str, extra: list[str] = (), port: int | None = None,
+                   name: str = "pipe-test") -> Path:
+    """The smallest pipeline: 24 generated tasks, 4 training steps of tiny-llama, a served
+    result (when ``port``), 3 judged items."""
+    runs = str(tmp / "runs")
+    common = [f"runs_dir={runs}", *extra]
+    stages = {
+        "generate": {"spec": str(ROOT / "jobs/generate-local.yaml"), "set": [
+            "generate.api.base_url=${teacher.url}", "generate.api.model=${teacher.model}",
+            "generate.num_instructions=24", "generate.max_requests=null", *common]},
+        "train": {"spec": str(ROOT / "jobs/train-local.yaml"), "set": [
+            "train.data=${generate.data}", "train.max_steps=4", "train.checkpoint_every_steps=2",
+            "resources.time_limit=00:10:00", *common]},
+        "evaluate": {"spec": str(ROOT / "jobs/evaluate-local.yaml"), "set": [
+            "evaluate.system_a={name: fine-tuned, model_dir: '${train.model}'}",
+            "evaluate.system_b={name: base, model_dir: 'preset:tiny-llama'}",
+            "evaluate.judge={base_url: '${teacher.url}', model: '${teacher.model}', api: completions, "
+            "temperature: 0, max_tokens: 1, api_key_env: ALPACA_JOBS_LOCAL_KEY}",
+            f"evaluate.judge_prompt_file={ROOT / 'jobs/prompts/judge-small.txt'}",
+            "evaluate.max_instructions=3", "evaluate.max_new_tokens=12", "evaluate.bootstrap_samples=200",
+            *common]},
+    }
+    if port:
+        stages["serve"] = {"spec": str(ROOT / "jobs/serve-local.yaml"), "set": [
+            # A 4-step tiny model repeats itself (low entropy): a stronger bias than the default
+            # delta 2.0 keeps its watermark detectable in a few hundred tokens.
+            "serve.model=${train.model}", "serve.watermark_delta=4.0", f"serve.port={port}", f"serve.flags_db={tmp}/flags.sqlite3", *common]}
+    path = tmp / "pipeline.yaml"
+    path.write_text(yaml.safe_dump({"pipeline": name, "runs_dir": runs,
+                                    "teacher": {"url": teacher_url, "model": "teacher"},
+                                    "stages": stages}, sort_keys=False))
+    return path
+
+
+def check_outputs(runs: Path, pid: str, teacher: Teacher) -> dict:
+    """What every backend's chain must leave behind, stage by stage."""
+    summary = json.loads((runs / pid / "summary.json").read_text())
+    st = summary["stages"]
+    gen = st["generate"]["record"]["results"]
+    data = json.loads((runs / f"{pid}-generate" / "alpaca_data.json").read_text())
+    assert gen["kept"] == len(data) >= 24
+    train = st["train"]["record"]
+    assert train["status"] == "completed" and train["steps"] == 4
+    assert train["data"]["records_read"] == len(data)  # trained on exactly the generated file
+    assert (runs / f"{pid}-train" / "model" / "config.json").is_file()
+    ev = st["evaluate"]["record"]["results"]
+    assert st["evaluate"]["status"] == "COMPLETED"
+    assert ev["wins"] + ev["ties"] + ev["losses"] + ev.get("invalid", 0) == 3
+    assert 0 <= ev["win_rate"] <= 1
+    assert summary["total"]["wall_seconds"] == pytest.approx(
+        sum(s["wall_seconds"] for s in st.values()), abs=0.01)
+    return summary
+
+
+def test_pipeline_file_errors_name_the_field(tmp_path):
+    bad = tmp_path / "p.yaml"
+    bad.write_text("pipeline: p\nstages:\n  train: {spec: train-local.yaml, set: ['train.data=${generate.data}']}\n")
+    with pytest.raises(SpecError, match=r"stages.train: \$\{generate.data\} refers to a stage that does not run"):
+        load_pipeline(bad)
+    bad.write_text("pipeline: p\nstages:\n  tune: {spec: x.yaml}\n")
+    with pytest.raises(SpecError, match="unknown stage.*tune"):
+        load_pipeline(bad)
+    bad.write_text("pipeline: p\nstages:\n  generate: {spec: g.yaml, set: ['generate.api.base_url=${teacher.url}']}\n")
+    with pytest.raises(SpecError, match="needs a teacher section"):
+        load_pipeline(bad)
+    r = cli("pipeline", str(bad))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_checked_in_pipelines_load():
+    for name in ("pipeline-local.yaml", "pipeline.yaml"):
+        p = load_pipeline(ROOT / "jobs" / name)
+        assert p.order == ["generate", "train", "serve", "evaluate"]
+
+
+@pytest.mark.integration
+def test_local_pipeline_end_to_end_then_resume_repeats_nothing(tmp_path):
+    from test_serve import _free_port
+
+    with Teacher(n_tasks=8) as t:
+        path = small_pipeline(tmp_path, t.base_url, port=_free_port())
+        r = cli("pipeline", str(path), "--run-id", "p", timeout=900)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        summary = check_outputs(tmp_path / "runs", "p", t)
+        wm = summary["checks"]["watermark"]
+        assert wm["served_output"]["watermarked"] and not wm["human_text"]["watermarked"]
+        for line in ("data ", "training ", "watermark ", "evaluation ", "total "):
+            assert line in r.stdout
+        requests = t.requests
+        # Re-running finished work: nothing is asked again, nothing retrained.
+        again = cli("pipeline", str(path), "--run-id", "p", timeout=600)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert t.requests == requests
+        assert "[generate] p-generate: completed before; reusing its outputs" in again.stdout
+        assert "[train] p-train: completed before" in again.stdout
+    status = cli("status", "p", "--runs-dir", str(tmp_path / "runs"))
+    assert status.returncode == 0 and "Alpaca pipeline p (local)" in status.stdout
+    assert "evaluate" in status.stdout and "COMPLETED" in status.stdout
