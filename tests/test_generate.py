@@ -111,9 +111,11 @@ def test_malformed_seed_file_is_refused_naming_the_line(tmp_path):
 
 # -- the job, against the scripted teacher ------------------------------------------------
 
-def test_generate_writes_training_data_and_reports_counts(tmp_path):
+@pytest.mark.parametrize("api", ["completions", "chat"])
+def test_generate_writes_training_data_and_reports_counts(tmp_path, api):
     with Teacher(repeat_every=3) as t:
-        r = cli("generate", str(SPEC), *_sets(tmp_path, t.base_url, **{"generate.num_instructions": 12}),
+        r = cli("generate", str(SPEC), *_sets(tmp_path, t.base_url, **{"generate.num_instructions": 12,
+                                                                        "generate.api.api": api}),
                 "--run-id", "g")
     assert r.returncode == 0, r.stderr
     run = tmp_path / "runs" / "g"
