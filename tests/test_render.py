@@ -153,4 +153,6 @@ def test_metrics_sinks_reach_the_jobs_environment():
     assert "value" not in env["OPENAI_API_KEY"] and env["OPENAI_API_KEY"]["valueFrom"]
     setup = executor_params(loaded.spec)["setup"]
     assert "export ALPACA_JOBS_TEXTFILE_DIR='/var/lib/node_exporter/text files'" in setup
-    assert "ALPACA_JOBS_PUSHGATEWAY" not in str(manifests(load_spec(spec), str(spec)))
+    off = load_spec(spec, ["k8s.pushgateway=null", "slurm.textfile_dir=null"])
+    assert "ALPACA_JOBS_PUSHGATEWAY" not in manifests(off, str(spec))
+    assert "ALPACA_JOBS_TEXTFILE_DIR" not in str(executor_params(off.spec).get("setup"))
