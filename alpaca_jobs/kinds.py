@@ -37,6 +37,25 @@ def long_running(kind: str) -> bool:
     return KINDS[kind][2]
 
 
+def payload_main(kind: str, argv: list[str] | None = None) -> int:
+    """``python -m <kind's module> --payload FILE``: how launchers that are not submitit
+    (a Kubernetes pod, a plain sbatch script) run a one-process job. Bad input is one line on
+    stderr and exit code 2, never a traceback."""
+    import argparse
+    import json
+    import sys
+
+    ap = argparse.ArgumentParser(prog=module(kind))
+    ap.add_argument("--payload", required=True, help="the rendered payload (JSON)")
+    args = ap.parse_args(argv)
+    try:
+        entry(kind)(json.loads(Path(args.payload).read_text()))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def preflight_paths(loaded: LoadedSpec, visible: Callable[[str], bool] = lambda _: True) -> None:
     """Check inputs that this machine can see (``visible``) before anything is submitted."""
     from alpaca_jobs.train.models import check_base_model

@@ -160,14 +160,9 @@ def preflight(loaded, visible=lambda _: True) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m alpaca_jobs.evaluate.worker --payload FILE`` (Kubernetes, plain sbatch)."""
-    import argparse
-    import json
+    from alpaca_jobs.kinds import payload_main
 
-    ap = argparse.ArgumentParser(prog="alpaca_jobs.evaluate.worker")
-    ap.add_argument("--payload", required=True)
-    args = ap.parse_args(argv)
-    evaluate_job(json.loads(Path(args.payload).read_text()))
-    return 0
+    return payload_main("evaluate", argv)
 
 
 if __name__ == "__main__":

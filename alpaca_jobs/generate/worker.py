@@ -57,18 +57,9 @@ def generate_job(payload: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m alpaca_jobs.generate.worker --payload FILE`` (Kubernetes, plain sbatch)."""
-    import argparse
-    import json
+    from alpaca_jobs.kinds import payload_main
 
-    ap = argparse.ArgumentParser(prog="alpaca_jobs.generate.worker")
-    ap.add_argument("--payload", required=True)
-    args = ap.parse_args(argv)
-    try:
-        generate_job(json.loads(Path(args.payload).read_text()))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return payload_main("generate", argv)
 
 
 if __name__ == "__main__":

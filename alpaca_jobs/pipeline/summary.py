@@ -27,13 +27,15 @@ def collect(pipeline_dir: Path) -> dict[str, Any]:
 
 def format_summary(s: dict[str, Any]) -> str:
     lines = [f"Alpaca pipeline {s['id']} ({s['cluster']})", "",
-             f"{'stage':<9} {'status':<11} {'wall s':>8} {'GPU-h':>8} {'compute $':>10} {'API $':>8}  run"]
+             f"{'stage':<9} {'status':<11} {'job s':>8} {'GPU-h':>8} {'CPU-h':>8} {'compute $':>10} {'API $':>8}  run"]
     for name, st in s["stages"].items():
         lines.append(f"{name:<9} {st['status'][:11]:<11} {st['wall_seconds']:>8.1f} {st['gpu_hours']:>8.4f} "
-                     f"{st['compute_usd']:>10.4f} {st['api_usd']:>8.4f}  {st['run_id']}")
+                     f"{st['cpu_hours']:>8.4f} {st['compute_usd']:>10.4f} {st['api_usd']:>8.4f}  {st['run_id']}")
     t = s["total"]
     lines.append(f"{'total':<9} {'':<11} {t['wall_seconds']:>8.1f} {t['gpu_hours']:>8.4f} "
-                 f"{t['compute_usd']:>10.4f} {t['api_usd']:>8.4f}")
+                 f"{t['cpu_hours']:>8.4f} {t['compute_usd']:>10.4f} {t['api_usd']:>8.4f}")
+    lines.append("(job s: each job's own running time, summed over attempts; servers overlap the "
+                 "stages they serve)")
     lines.append("")
     st = s["stages"]
     gen = (st.get("generate") or {}).get("record", {}).get("results") or {}

@@ -45,14 +45,9 @@ def _record(payload, loaded, t0: float, started: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m alpaca_jobs.serve.worker --payload FILE`` (Kubernetes, plain sbatch)."""
-    import argparse
-    import json
+    from alpaca_jobs.kinds import payload_main
 
-    ap = argparse.ArgumentParser(prog="alpaca_jobs.serve.worker")
-    ap.add_argument("--payload", required=True)
-    args = ap.parse_args(argv)
-    serve_job(json.loads(Path(args.payload).read_text()))
-    return 0
+    return payload_main("serve", argv)
 
 
 if __name__ == "__main__":
