@@ -97,6 +97,7 @@ lint: setup
 	$(BIN)/ruff check .
 
 bench: setup
+	$(BIN)/python bench/rouge.py
 	$(BIN)/python bench/packing.py
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/serve.py
