@@ -72,6 +72,11 @@ def test_embedded_default_trains_on_slurm(baseline):
     assert rec["status"] == "completed" and rec["backend"] == "slurm" and rec["steps"] == 33
     assert (baseline / "model" / "model.safetensors").is_file()
     assert rec["scheduler"]["gpus"] == 0 and rec["scheduler"]["agree"]
+    from alpaca_jobs.ops import ledger
+
+    with ledger.connect(baseline.parent / "ledger.sqlite3", create=False) as conn:
+        row = next(r for r in ledger.records(conn) if r["run_id"] == "base")
+    assert row["backend"] == "slurm" and row["scheduler"]["agree"]  # the ledger has sacct's figures
 
 
 def test_gres_gpus_timeout_signal_checkpoint_requeue_resume(baseline, runs):

@@ -181,6 +181,14 @@ def add_scheduler_usage(run_dir: Path, usage: dict[str, Any]) -> dict[str, Any] 
     from alpaca_jobs.train.checkpoint import atomic_write
 
     atomic_write(run_dir / RECORD_FILE, json.dumps(rec, indent=1) + "\n")
+    try:  # the ledger's row carries the scheduler's figures too
+        from alpaca_jobs.ops import ledger
+
+        ledger.record_run(rec, ledger.ledger_path(run_dir=run_dir))
+    except Exception as exc:  # noqa: BLE001 - run.json is what counts
+        import logging
+
+        logging.getLogger(__name__).warning("could not update the ledger for %s: %s", run_dir, exc)
     return rec
 
 
