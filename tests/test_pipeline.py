@@ -115,3 +115,20 @@ def test_local_pipeline_end_to_end_then_resume_repeats_nothing(tmp_path):
     status = cli("status", "p", "--runs-dir", str(tmp_path / "runs"))
     assert status.returncode == 0 and "Alpaca pipeline p (local)" in status.stdout
     assert "evaluate" in status.stdout and "COMPLETED" in status.stdout
+
+
+@pytest.mark.integration
+def test_a_failed_stage_stops_the_chain_with_its_reason_and_a_rerun_goes_on(tmp_path):
+    with Teacher(n_tasks=8, key="sk-right") as t:
+        path = small_pipeline(tmp_path, t.base_url)
+        r = cli("pipeline", str(path), "--run-id", "f", env={"ALPACA_JOBS_TEACHER_KEY": "sk-wrong"})
+        assert r.returncode == 2 and "Traceback" not in r.stdout + r.stderr
+        assert "[generate] ended FAILED" in r.stdout and "HTTP 401" in r.stdout
+        assert "re-run with --run-id f" in r.stderr
+        assert not (tmp_path / "runs" / "f-train").exists()  # nothing after the failed stage ran
+        keys = {"ALPACA_JOBS_TEACHER_KEY": "sk-right", "ALPACA_JOBS_LOCAL_KEY": "sk-right"}  # teacher, judge
+        again = cli("pipeline", str(path), "--run-id", "f", env=keys, timeout=900)
+        assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+        check_outputs(tmp_path / "runs", "f", t)
+    assert "sk-right" not in "".join(f.read_text(errors="replace") for f in (tmp_path / "runs").rglob("*")
+                                     if f.is_file() and f.suffix in (".json", ".jsonl", ".out", ".err"))

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from alpaca_jobs.errors import UserError
 from alpaca_jobs.evaluate import rundir
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,8 @@ def evaluate_job(payload: dict[str, Any]) -> dict[str, Any]:
     except BaseException as exc:
         stopped = isinstance(exc, (KeyboardInterrupt, SystemExit))
         _record(payload, loaded, run_dir, t0, started, attempt, spends,
-                "interrupted" if stopped else "failed", {}, error=f"{type(exc).__name__}: {exc}")
+                "interrupted" if stopped else "failed", {},
+                error=str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}")
         raise
     finally:
         _restore(previous)

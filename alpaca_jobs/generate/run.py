@@ -138,13 +138,14 @@ class Generation:
         inp = int(self.max_prompt_tokens * 1.25) + 16 if self.max_prompt_tokens else len(prompt) // 2 + 16
         return self.client.spend.cost(inp, self.client.cfg["max_tokens"]) - self.client.spend.cost(0, 0)
 
-    def _stop_reason(self, in_flight_cost: float, index: int) -> str | None:
+    def _stop_reason(self, in_flight: dict[Future, tuple[int, float]], index: int) -> str | None:
         if self.stop is not None and self.stop.signum is not None:
             return "interrupted"
         if len(self.kept) >= self.cfg.num_instructions:
             return "target reached"
-        if self.cfg.max_requests is not None and self.responses + self._pending >= self.cfg.max_requests:
+        if self.cfg.max_requests is not None and self.responses + len(in_flight) >= self.cfg.max_requests:
             return "max_requests reached"
+        in_flight_cost = sum(worst for _, worst in in_flight.values())
         if self.cfg.max_usd is not None and (self.client.spend.cost() + in_flight_cost
                                              + self._worst_cost(index) > self.cfg.max_usd):
             return "budget (max_usd) reached"
@@ -152,7 +153,6 @@ class Generation:
 
     def run(self) -> Outcome:
         self._replay()
-        self._pending = 0
         pending: dict[Future, tuple[int, float]] = {}
         indices = (i for i in range(10**12) if i not in self.done)
         reason: str | None = None
@@ -163,17 +163,15 @@ class Generation:
                 index = next(indices)
                 while True:
                     while reason is None and len(pending) < self.client.cfg["in_flight"]:
-                        reason = self._stop_reason(sum(c for _, c in pending.values()), index)
+                        reason = self._stop_reason(pending, index)
                         if reason is None:
                             pending[pool.submit(self._ask, index)] = (index, self._worst_cost(index))
-                            self._pending = len(pending)
                             index = next(indices)
                     if not pending:
                         break
                     finished, _ = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
                     for fut in sorted(finished, key=lambda f: pending[f][0]):
                         pending.pop(fut)
-                        self._pending = len(pending)
                         entry = fut.result()  # ApiError: stop the job with its message
                         self.raw.append(entry)  # on disk before it is parsed
                         self._absorb(entry)

@@ -233,12 +233,11 @@ def format_report(rec: dict[str, Any]) -> str:
         ]
     res = rec.get("results") or {}
     if rec["job"] == "generate" and res:
-        reasons = ", ".join(f"{k} {v}" for k, v in sorted(res.get("rejected", {}).items(), key=lambda kv: -kv[1]))
         rows += [("stopped", res.get("stop_reason", "-")),
                  ("kept", f"{res.get('kept', 0)} tasks of {res.get('candidates', 0)} parsed, from "
                           f"{res.get('responses', 0)} replies ({res.get('unparseable_responses', 0)} unparseable, "
                           f"{res.get('replayed_responses', 0)} replayed from the log)"),
-                 ("rejected", f"{res.get('rejected_total', 0)}" + (f": {reasons}" if reasons else "")),
+                 ("rejected", rejected_line(res)),
                  ("data", res.get("data_file", "-"))]
     elif res:
         rows += [(k, str(v)) for k, v in res.items() if not isinstance(v, dict | list)]
@@ -252,6 +251,13 @@ def format_report(rec: dict[str, Any]) -> str:
         rows.append(("error", rec["error"]))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def rejected_line(results: dict[str, Any]) -> str:
+    """A generation's rejections, most frequent reason first: "47 (malformed_block 24, ...)"."""
+    reasons = sorted((results.get("rejected") or {}).items(), key=lambda kv: -kv[1])
+    detail = ", ".join(f"{k} {v}" for k, v in reasons)
+    return f"{results.get('rejected_total', 0)}" + (f" ({detail})" if detail else "")
 
 
 def _f(x: float | None) -> str:

@@ -76,11 +76,12 @@ def run_pipeline(spec_path: str, cluster: str, pipeline_id: str | None, wait: bo
     keep_serving = cluster != "local" if keep_serving is None else keep_serving
     teacher_jobs: list[tuple[Any, JobHandle]] = []  # the teacher server: always stopped at the end
     started: list[tuple[Any, JobHandle]] = []  # the serve stage: stopped unless keep_serving
+    previous: JobHandle | None = None  # the last batch stage submitted
+    prev_stage = ""
+    followed: set[str] = set()
     try:
         if pspec.teacher is not None:
             _teacher(pspec, pipe, backend, base, cluster, echo, teacher_jobs)
-        previous: JobHandle | None = None
-        followed: set[str] = set()
         for stage in pspec.order:
             st = pspec.stages[stage]
             overrides = resolve(st.set, pipe.values, f"{spec_path}: stages.{stage}")
@@ -91,7 +92,7 @@ def run_pipeline(spec_path: str, cluster: str, pipeline_id: str | None, wait: bo
             sub = backend.render(loaded, rid)
             run = StageRun(stage, rid, str(sub.run_dir), cluster)
             pipe.stages[stage] = run
-            _publish_values(pipe, stage, loaded, sub.run_dir, cluster)
+            _publish_values(pipe, stage, sub.run_dir)
             if _finished(sub.run_dir) and not kinds.long_running(stage):
                 run.status, run.reused = "COMPLETED", True
                 echo(f"[{stage}] {rid}: completed before; reusing its outputs")
@@ -99,7 +100,7 @@ def run_pipeline(spec_path: str, cluster: str, pipeline_id: str | None, wait: bo
                 continue
             if previous is not None and cluster != "slurm" and previous.run_id not in followed:
                 followed.add(previous.run_id)
-                if not _follow(backend, previous, pipe, echo):
+                if not _follow(backend, previous, prev_stage, pipe, echo):
                     raise UserError(f"stage {previous.run_id} did not complete; fix it and re-run "
                                     f"with --run-id {pid} (completed stages are reused)")
             if previous is not None and cluster == "slurm":
@@ -123,12 +124,17 @@ def run_pipeline(spec_path: str, cluster: str, pipeline_id: str | None, wait: bo
                     pipe.checks["watermark"] = watermark_check(run.url, pipe.values["serve.model"])
                     echo(f"[serve] watermark check: {json.dumps(pipe.checks['watermark'])}")
                 continue  # nothing waits on a server's end
-            previous = handle
+            previous, prev_stage = handle, stage
         if previous is not None and (wait or cluster != "slurm") and previous.run_id not in followed \
-                and not _follow(backend, previous, pipe, echo):
+                and not _follow(backend, previous, prev_stage, pipe, echo):
             raise UserError(f"stage {previous.run_id} did not complete; re-run with --run-id {pid}")
         pipe.save()
         return pipe
+    except KeyboardInterrupt:
+        if previous is not None and cluster == "local" and backend.status(previous) in ACTIVE_STATES:
+            backend.cancel(previous)  # a local stage would go on without its teacher: stop it too
+        raise UserError(f"interrupted; re-run with --run-id {pid} to go on (completed stages are "
+                        "reused, a cancelled one resumes)") from None
     finally:
         for b, h in teacher_jobs + ([] if keep_serving else started):
             b.cancel(h)
@@ -158,7 +164,8 @@ def _teacher(pspec: PipelineSpec, pipe: Pipeline, backend, base: Path, cluster: 
     pipe.save()
 
 
-def _publish_values(pipe: Pipeline, stage: str, loaded, run_dir: Path, cluster: str) -> None:
+def _publish_values(pipe: Pipeline, stage: str, run_dir: Path) -> None:
+    """What a stage leaves behind, for the placeholders of the stages after it."""
     if stage == "generate":
         pipe.values["generate.data"] = str(Path(run_dir) / "alpaca_data.json")
     elif stage == "train":
@@ -181,8 +188,7 @@ def _finished(run_dir: Path) -> bool:
     return bool(rec and rec.get("status") == "completed")
 
 
-def _follow(backend, handle: JobHandle, pipe: Pipeline, echo) -> bool:
-    stage = handle.run_id.rsplit("-", 1)[-1]
+def _follow(backend, handle: JobHandle, stage: str, pipe: Pipeline, echo) -> bool:
     last = ""
     while True:
         state = backend.status(handle)
@@ -197,8 +203,11 @@ def _follow(backend, handle: JobHandle, pipe: Pipeline, echo) -> bool:
     pipe.save()
     if state != "COMPLETED":
         rec = load_record(Path(handle.run_dir))
-        echo(f"[{stage}] ended {state}" + (f": {rec['error']}" if rec and rec.get("error") else "")
-             + f"\n--- last lines of its log ---\n{_tail(backend.logs(handle))}")
+        if rec and rec.get("error"):  # the job said why: that line, not its traceback
+            echo(f"[{stage}] ended {state}: {rec['error']}\n  (its log: alpaca-jobs logs {handle.run_id} "
+                 f"--runs-dir {Path(handle.run_dir).parent})")
+        else:
+            echo(f"[{stage}] ended {state}\n--- last lines of its log ---\n{_tail(backend.logs(handle))}")
     return state == "COMPLETED"
 
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from alpaca_jobs.ops.records import load_record
+from alpaca_jobs.ops.records import _f, load_record, rejected_line
 
 
 def collect(pipeline_dir: Path) -> dict[str, Any]:
@@ -40,9 +40,8 @@ def format_summary(s: dict[str, Any]) -> str:
     st = s["stages"]
     gen = (st.get("generate") or {}).get("record", {}).get("results") or {}
     if gen:
-        reasons = ", ".join(f"{k} {v}" for k, v in sorted(gen.get("rejected", {}).items(), key=lambda kv: -kv[1]))
-        lines.append(f"data       {gen.get('kept', 0)} tasks kept, {gen.get('rejected_total', 0)} rejected"
-                     + (f" ({reasons})" if reasons else "") + f" -> {gen.get('data_file', '-')}")
+        lines.append(f"data       {gen.get('kept', 0)} tasks kept, {rejected_line(gen)} rejected"
+                     f" -> {gen.get('data_file', '-')}")
     tr = (st.get("train") or {}).get("record") or {}
     if tr:
         target = tr.get("target_usd")
@@ -71,7 +70,3 @@ def _eval_line(ev: dict[str, Any]) -> str:
     ci = ev.get("ci95") or []
     ci_text = f" (95% CI {ci[0]:.2f}-{ci[1]:.2f})" if len(ci) == 2 and None not in ci else ""
     return f"win rate of {a} over {b}: {ev['win_rate']:.2f}{ci_text}; {counts}"
-
-
-def _f(x: float | None) -> str:
-    return "-" if x is None else f"{x:.4f}"
