@@ -40,7 +40,7 @@ def format_summary(s: dict[str, Any]) -> str:
     st = s["stages"]
     gen = (st.get("generate") or {}).get("record", {}).get("results") or {}
     if gen:
-        lines.append(f"data       {gen.get('kept', 0)} tasks kept, {rejected_line(gen)} rejected"
+        lines.append(f"data       {gen.get('kept', 0)} tasks kept, rejected {rejected_line(gen)}"
                      f" -> {gen.get('data_file', '-')}")
     tr = (st.get("train") or {}).get("record") or {}
     if tr:
