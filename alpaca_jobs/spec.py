@@ -108,7 +108,13 @@ class TrainConfig(_Strict):
     data: str = Field(description="Alpaca JSON/JSONL, or self-instruct seed JSONL")
     max_length: int = Field(512, ge=16, le=131072)
     global_batch_size: int = Field(128, ge=1)
-    micro_batch_size: int = Field(4, ge=1, description="examples per process per micro-step")
+    micro_batch_size: int = Field(
+        4, ge=1, description="examples per micro-batch of the padded recipe (the HF Trainer "
+        "reference); our loop packs rows by tokens_per_micro_step instead")
+    tokens_per_micro_step: int = Field(
+        8192, ge=128, le=1_048_576, description="token budget of one packed row per process: a "
+        "step's share is split into more micro-steps only when it exceeds this (8192 fits the 7B "
+        "on 80 GB without activation checkpointing)")
     epochs: int = Field(3, ge=1, le=1000)
     max_steps: int | None = Field(None, ge=1, description="stop early (smoke tests)")
     learning_rate: float = Field(2e-5, gt=0, lt=1)
@@ -120,8 +126,9 @@ class TrainConfig(_Strict):
     adam_beta2: float = Field(0.999, ge=0, lt=1)
     adam_epsilon: float = Field(1e-8, gt=0)
     seed: int = 42
-    packing: bool = True
-    checkpoint_every_steps: int = Field(50, ge=1)
+    checkpoint_interval_minutes: float = Field(
+        30.0, gt=0, le=10_080, description="wall-clock time between checkpoints (also on a stop signal)")
+    checkpoint_every_steps: int | None = Field(None, ge=1, description="also every N steps")
     keep_checkpoints: int = Field(2, ge=1)
     prompt: PromptFormat = Field(default_factory=PromptFormat)
 
@@ -141,7 +148,13 @@ class Layout(_Strict):
     """The hardware layout: an accelerate-style FSDP config, kept apart from hyperparameters."""
 
     distributed_type: Literal["FSDP"] = "FSDP"
-    mixed_precision: Literal["no", "bf16"] = "no"
+    mixed_precision: Literal["no", "bf16"] = Field(
+        "no", description="bf16: bf16 parameters in compute, fp32 master weights and gradient reduction")
+    compile: bool | Literal["auto"] = Field(
+        "auto", description="torch.compile each decoder layer before sharding (auto: on GPUs)")
+    attention: Literal["auto", "varlen", "flex", "per_sequence"] = Field(
+        "auto", description="packed-row attention: varlen (flash, CUDA), flex (compiled), "
+        "per_sequence (SDPA per example); auto picks the first available")
     fsdp_config: FsdpConfig = Field(default_factory=FsdpConfig)
 
 
@@ -350,6 +363,11 @@ class JobSpec(_Strict):
             if self.resources.world_size != 1:
                 raise ValueError(f"resources: a {self.job} job runs one process (one GPU at most)")
             return self
+        if self.train.tokens_per_micro_step < self.train.max_length:
+            raise ValueError(
+                f"train.tokens_per_micro_step ({self.train.tokens_per_micro_step}) is smaller than "
+                f"train.max_length ({self.train.max_length}): an example that long would not fit "
+                f"one packed row; raise it to at least {self.train.max_length}")
         per_step = self.train.micro_batch_size * self.resources.world_size
         if self.train.global_batch_size % per_step:
             raise ValueError(

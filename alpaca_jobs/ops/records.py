@@ -63,6 +63,7 @@ class RunRecord:
     tokens_trained: int = 0
     target_tokens_trained: int = 0
     train_loop_seconds: float = 0.0
+    checkpoint_seconds: float = 0.0  # training blocked by checkpoints (billed, not loop time)
     tokens_per_second: float = 0.0
     mfu: float | None = None
     device: str = "cpu"

@@ -1,9 +1,14 @@
-"""Sharded checkpoints: model + optimizer + scheduler + RNG (accelerate) and the data position.
+"""Sharded checkpoints with torch.distributed.checkpoint, written while training goes on.
 
-Layout under ``<run_dir>/checkpoints``: ``step-000010/`` (complete checkpoints only: they are
-written as ``*.partial`` and renamed once every process has finished) and ``latest`` (a file
-naming the newest complete one, replaced atomically). A crash mid-save leaves the previous
-checkpoint in place.
+Layout under ``<run_dir>/checkpoints``: ``step-000010/`` (complete checkpoints only: each is
+written as ``*.partial`` and renamed once every process has written its shards) holding the
+model and optimizer shards plus ``trainer_state.json`` (loop state and LR schedule), and
+``latest`` (a file naming the newest complete one, replaced atomically). A crash mid-save
+leaves the previous checkpoint in place.
+
+``save`` blocks only while the shards are copied to host memory; a background thread writes
+them (over a gloo group of its own, never the training one). At 7B that is ~81 GB of model and
+optimizer state: written synchronously every 100 steps it cost 0.5-1 GPU-hour per run.
 """
 
 from __future__ import annotations
@@ -11,12 +16,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
-
-
-def ckpt_root(run_dir: Path) -> Path:
-    return run_dir / "checkpoints"
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -26,6 +28,10 @@ def atomic_write(path: Path, text: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def ckpt_root(run_dir: Path) -> Path:
+    return run_dir / "checkpoints"
 
 
 def latest(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
@@ -40,23 +46,69 @@ def latest(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
     return path, json.loads(state_file.read_text())
 
 
-def save(accelerator, run_dir: Path, step: int, state: dict[str, Any], keep: int) -> Path:
-    """Collective: every process calls it. Returns the checkpoint directory."""
-    root = ckpt_root(run_dir)
-    final = root / f"step-{step:06d}"
-    partial = root / f"step-{step:06d}.partial"
-    if accelerator.is_main_process:
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(partial))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        atomic_write(partial / "trainer_state.json", json.dumps(state, indent=1))
+def remove_partials(run_dir: Path) -> None:
+    """Rank 0, before any save: what a crash left half-written."""
+    for stale in ckpt_root(run_dir).glob("*.partial"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+class Checkpointer:
+    """One save in flight at a time; ``poll`` finishes it when its writes are done."""
+
+    def __init__(self, run_dir: Path, rank: int, group, keep: int) -> None:
+        self.root, self.rank, self.group, self.keep = ckpt_root(run_dir), rank, group, keep
+        self._pending: tuple[Any, Path, Path, str] | None = None
+        self.blocked_seconds = 0.0  # time training waited for checkpoints
+
+    def save(self, model, optimizer, step: int, trainer_state: dict[str, Any], wait: bool) -> None:
+        """Collective: every process calls it at the same step."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        t0 = time.perf_counter()
+        self.wait()
+        final = self.root / f"step-{step:06d}"
+        partial = self.root / f"step-{step:06d}.partial"
+        partial.mkdir(parents=True, exist_ok=True)
+        msd, osd = get_state_dict(model, optimizer)
+        fut = dcp.async_save({"model": msd, "optim": osd}, checkpoint_id=str(partial),
+                             process_group=self.group)
+        self._pending = (fut, partial, final, json.dumps(trainer_state, indent=1))
+        if wait:
+            self.wait()
+        self.blocked_seconds += time.perf_counter() - t0
+
+    def poll(self) -> None:
+        if self._pending is not None and self._pending[0].done():
+            self._finish()
+
+    def wait(self) -> None:
+        if self._pending is not None:
+            self._pending[0].result()
+            self._finish()
+
+    def _finish(self) -> None:
+        fut, partial, final, state = self._pending
+        self._pending = None
+        fut.result()  # re-raise a failed write here, on the main thread
+        if self.rank != 0:
+            return
+        # The coordinator's save finishes only after every rank's shards are written.
+        atomic_write(partial / "trainer_state.json", state)
         shutil.rmtree(final, ignore_errors=True)
         partial.rename(final)
-        atomic_write(root / "latest", final.name)
-        for old in sorted(root.glob("step-??????"))[:-keep]:
+        atomic_write(self.root / "latest", final.name)
+        for old in sorted(self.root.glob("step-??????"))[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return final
+
+
+def load(path: Path, model, optimizer) -> None:
+    """Collective: restore model and optimizer shards in place."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    msd, osd = get_state_dict(model, optimizer)
+    state = {"model": msd, "optim": osd}
+    dcp.load(state, checkpoint_id=str(path))
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+

@@ -1,44 +1,95 @@
-"""Build an accelerate Accelerator that really shards with FSDP2, on GPUs and on CPU (gloo).
+"""FSDP2 (``fully_shard``) set up directly, on GPUs (NCCL) and on CPU (gloo).
 
-accelerate never promotes a multi-process CPU run to FSDP: with an FSDP plugin it either
-refuses ("no available devices found") or silently runs N unsynchronised copies. Before the
-Accelerator is built we therefore mark a MULTI_CPU state as MULTI_GPU on the CPU device; the
-FSDP plugin then shards over the gloo process group. Inert when CUDA is present.
+Why not through accelerate: accelerate never promotes a multi-process CPU run to FSDP, and it
+applies mixed precision twice (autocast around the forward plus FSDP's policy, which also
+reduces gradients in bf16). Here the policy is explicit: bf16 parameters in compute, fp32
+master weights and fp32 gradient reduction, no autocast. Each decoder layer is compiled in
+place before it is sharded (state-dict names do not change), then sharded as one unit.
 """
 
 from __future__ import annotations
 
+import datetime
+import os
+from dataclasses import dataclass
+
 import torch
-from accelerate import Accelerator, PartialState
-from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+import torch.distributed as dist
 
 from alpaca_jobs.spec import Layout
 
 
-def _promote_cpu_state_to_fsdp() -> None:
-    state = PartialState(cpu=True)
-    if state.distributed_type == DistributedType.MULTI_CPU:
-        state.distributed_type = DistributedType.MULTI_GPU
-        state.device = torch.device("cpu")
+@dataclass(frozen=True)
+class Dist:
+    rank: int
+    world: int
+    device: torch.device
+    ckpt_group: object  # a gloo group for background checkpoint writes (never the training one)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
 
 
-def make_accelerator(layout: Layout, layer_cls: str) -> Accelerator:
-    """An Accelerator with an FSDP2 full-shard plugin auto-wrapping ``layer_cls`` blocks."""
-    on_gpu = torch.cuda.is_available()
-    if not on_gpu:
-        _promote_cpu_state_to_fsdp()
-    fc = layout.fsdp_config
-    plugin = FullyShardedDataParallelPlugin(
-        fsdp_version=fc.fsdp_version,
-        reshard_after_forward=fc.fsdp_reshard_after_forward,
-        auto_wrap_policy="transformer_based_wrap",
-        transformer_cls_names_to_wrap=[layer_cls],
-        state_dict_type=fc.fsdp_state_dict_type,
-        activation_checkpointing=fc.fsdp_activation_checkpointing,
-        cpu_ram_efficient_loading=False,
-    )
-    mixed = layout.mixed_precision if on_gpu else "no"
-    return Accelerator(cpu=not on_gpu, fsdp_plugin=plugin, mixed_precision=mixed)
+def init_distributed() -> Dist:
+    """Join the process group from torch.distributed's env:// variables (one process if unset)."""
+    os.environ.setdefault("RANK", "0")
+    os.environ.setdefault("WORLD_SIZE", "1")
+    os.environ.setdefault("LOCAL_RANK", "0")
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    else:
+        device, backend = torch.device("cpu"), "gloo"
+    if not dist.is_initialized():
+        kw = {"device_id": device} if backend == "nccl" else {}
+        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30), **kw)
+    ckpt_group = dist.new_group(backend="gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), device, ckpt_group)
+
+
+def compile_enabled(layout: Layout, device: torch.device) -> bool:
+    return device.type == "cuda" if layout.compile == "auto" else bool(layout.compile)
+
+
+def shard(model: torch.nn.Module, layers: list[torch.nn.Module], layout: Layout, d: Dist,
+          compiled: bool) -> None:
+    """Compile (optionally) and shard each decoder layer, then the root (embeddings, norm, head)."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.tensor import init_device_mesh
+
+    mesh = init_device_mesh(d.device.type, (d.world,))
+    mp = MixedPrecisionPolicy()
+    if layout.mixed_precision == "bf16" and d.device.type == "cuda":
+        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    reshard = layout.fsdp_config.fsdp_reshard_after_forward
+    for layer in layers:
+        if compiled:
+            layer.compile()  # in place: same module, same parameter names
+        fully_shard(layer, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard)
+    fully_shard(model, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard)
+
+
+def set_micro_step(model, last: bool) -> None:
+    """Accumulating: no gradient reduce-scatter and no reshard until the step's last micro-step."""
+    model.set_requires_gradient_sync(last)
+    model.set_reshard_after_backward(last)
+
+
+def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+    """Global gradient norm (a device tensor: read it later, no host sync), clipped if > 0."""
+    from torch.distributed.tensor import DTensor
+
+    grads = [p.grad for p in params if p.grad is not None]
+    total = torch.nn.utils.get_total_norm(grads, 2.0)
+    if isinstance(total, DTensor):
+        total = total.full_tensor()
+    if max_norm > 0:
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
+    return total
 
 
 def local_and_global_numel(model: torch.nn.Module) -> tuple[int, int]:

@@ -1,13 +1,17 @@
-"""The Alpaca SFT loop, run in every FSDP worker process.
+"""The Alpaca SFT loop, run in every worker process (one per GPU, or N gloo processes on CPU).
 
-Launch (one process per GPU, or N gloo processes on CPU) is the backend's business; this
-module expects torch.distributed's env:// variables (RANK, WORLD_SIZE, MASTER_ADDR, ...).
+Launch is the backend's business; this module expects torch.distributed's env:// variables.
 
 Loss normalisation: every optimizer step divides the summed token cross-entropy of all its
-micro-batches on all processes by the number of target tokens in the whole step (counted up
-front with one all-reduce). Each micro-batch's loss is ``sum * world / N``, because FSDP
-averages gradients over processes; the gradient is then exactly d(sum over step)/N, the
-same as one big padded batch, however examples are split over processes and micro-steps.
+rows on all processes by the number of target tokens in the whole step, which the plan knows
+on the host. Each row's loss is ``sum * world / N`` because FSDP averages gradients over
+processes; the gradient is then exactly d(sum over step)/N, the same as one big padded batch,
+however examples are split over processes and micro-steps.
+
+Host syncs: none inside a step. Rows are built ahead on a thread and copied without blocking;
+target counts come from the plan; a step's loss and gradient norm are read one step later,
+once the next step is queued; the stop flag and the checkpoint clock are agreed every
+``AGREE_EVERY`` steps.
 """
 
 from __future__ import annotations
@@ -16,21 +20,23 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from alpaca_jobs.spec import LoadedSpec
 from alpaca_jobs.train import checkpoint
-from alpaca_jobs.train.data import Example, build_examples
-from alpaca_jobs.train.packing import computed_tokens, forward_loss_sum, pack, pad
-from alpaca_jobs.train.plan import StepPlan
+from alpaca_jobs.train.batches import Feeder, Row
+from alpaca_jobs.train.fsdp import Dist
+from alpaca_jobs.train.plan import StepPlan, padded_length
 from alpaca_jobs.train.signals import StopFlag
 from alpaca_jobs.train.usage import UsageMeter
 
 log = logging.getLogger(__name__)
+AGREE_EVERY = 5  # steps between the (host-syncing) stop/checkpoint agreements
 
 
 @dataclass
@@ -38,9 +44,12 @@ class LoopState:
     """What a checkpoint carries besides tensors: the data position is ``step``."""
 
     step: int = 0
-    tokens: int = 0
+    tokens: int = 0  # computed by the model, row padding included
     target_tokens: int = 0
-    loop_seconds: float = 0.0
+    real_tokens: int = 0  # example tokens, padding excluded (for model FLOPs)
+    seq_sq_sum: float = 0.0  # sum of squared example lengths (for attention FLOPs)
+    loop_seconds: float = 0.0  # training steps only
+    checkpoint_seconds: float = 0.0  # time training was blocked by checkpoints
     losses: list[float] = field(default_factory=list)
 
 
@@ -55,207 +64,282 @@ class TrainResult:
     num_params: int
     layers: int
     hidden: int
-    real_tokens: int  # example tokens trained, padding excluded (for model FLOPs)
-    seq_sq_sum: float  # sum of squared example lengths trained (for attention FLOPs)
+    details: dict[str, Any]  # attention, compile, micro-steps: how this run trained
 
 
-def _load_model_and_data(loaded: LoadedSpec):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+@dataclass
+class _Pending:
+    """A queued step whose loss and grad norm are read after the next one is queued."""
 
-    from alpaca_jobs.train.models import add_pad_token, resolve_base_model
-
-    cfg = loaded.spec.train
-    base = resolve_base_model(cfg.base_model, cfg.data)
-    tok = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    add_pad_token(tok, model)
-    preambles = (cfg.prompt.preamble_with_input, cfg.prompt.preamble_no_input)
-    examples, stats = build_examples(cfg.data, tok, cfg.max_length, preambles)
-    return tok, model, examples, stats
+    step: int
+    loss: torch.Tensor
+    norm: torch.Tensor
+    work: Any
+    host: dict[str, Any]
+    launched: float  # host clock once queued: on CPU, where nothing is queued, also its end
 
 
-def _optimizer(model: torch.nn.Module, loaded: LoadedSpec) -> torch.optim.Optimizer:
+def _optimizer(model: torch.nn.Module, loaded: LoadedSpec, device: torch.device) -> torch.optim.Optimizer:
     cfg = loaded.spec.train
     # As HF Trainer: no weight decay on biases and norm weights.
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if ("bias" in name or "norm" in name) else decay).append(p)
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(
-        groups, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon
-    )
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    fused = {"fused": True} if device.type == "cuda" else {}  # one kernel for all parameters
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                             eps=cfg.adam_epsilon, **fused)
 
 
 def _scheduler(optimizer, loaded: LoadedSpec, total_steps: int):
     from transformers import get_scheduler
 
     warmup = math.ceil(loaded.spec.train.warmup_ratio * total_steps)
-    return get_scheduler(
-        loaded.spec.train.lr_scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps
-    )
+    return get_scheduler(loaded.spec.train.lr_scheduler, optimizer, num_warmup_steps=warmup,
+                         num_training_steps=total_steps)
 
 
-def _micro_batch(examples: list[Example], packed: bool, pad_id: int, device) -> dict[str, torch.Tensor]:
-    batch = pack(examples) if packed else pad(examples, pad_id)
-    return {k: v.to(device) for k, v in batch.items()}
+def train_step(model, optimizer, scheduler, rows: list[Row], n_targets: int, d: Dist,
+               max_grad_norm: float, impl: str, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step over this process's rows; returns (local loss sum, global grad norm)
+    as device tensors, unread."""
+    from alpaca_jobs.train import attention
+    from alpaca_jobs.train.fsdp import clip_grad_norm, set_micro_step
 
-
-def _all_reduce(value: float, device, op=None) -> float:
-    import torch.distributed as dist
-
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
-    return t.item()
-
-
-def train_step(model, optimizer, scheduler, accelerator, batches, examples, cfg, pad_id) -> dict[str, float]:
-    """One optimizer step over this process's micro-batches. Returns loss, tokens, grad norm.
-
-    No host sync inside the micro-batch loop (the loss is summed on the device): the GPU
-    queue stays full. One all-reduce up front (target count), one at the end (loss, tokens).
-    """
-    device = accelerator.device
-    world = accelerator.num_processes
-    mine = [[examples[i] for i in mb] for mb in batches]
-    n_targets = _all_reduce(sum(ex.num_targets for mb in mine for ex in mb), device)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    tokens = 0
-    for mb in mine:
-        if mb:
-            batch = _micro_batch(mb, cfg.packing, pad_id, device)
-            s = forward_loss_sum(model, batch)
-        else:  # short last batch: still run forward/backward so FSDP collectives line up
-            batch = {"input_ids": torch.full((1, 2), pad_id, device=device)}
-            s = model(**batch, use_cache=False).logits.sum() * 0.0
-        accelerator.backward(s * world / max(n_targets, 1.0))
-        loss_sum += s.detach().double()
-        tokens += computed_tokens(mb, cfg.packing)
-    grad_norm = None
-    if cfg.max_grad_norm > 0:
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+    scale = d.world / max(n_targets, 1)
+    loss_sum = torch.zeros((), dtype=torch.float32, device=d.device)
+    for j, row in enumerate(rows):
+        if len(rows) > 1:
+            set_micro_step(model, last=j == len(rows) - 1)
+        kw = attention.row_kwargs(row.doc_lengths, impl, d.device, max_length)
+        s = model(**row.to(d.device), **kw)
+        (s * scale).backward()
+        loss_sum += s.detach()
+    norm = clip_grad_norm([p for p in model.parameters()], max_grad_norm)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    totals = torch.stack([loss_sum, torch.tensor(float(tokens), dtype=torch.float64, device=device)])
-    if torch.distributed.is_initialized():
-        torch.distributed.all_reduce(totals)
-    loss, all_tokens = totals.tolist()
-    return {"loss": loss / max(n_targets, 1.0), "tokens": int(all_tokens), "targets": int(n_targets),
-            "grad_norm": 0.0 if grad_norm is None else float(grad_norm)}
+    return loss_sum, norm
+
+
+def _step_host_stats(plan: StepPlan, step: int, targets: list[int], world: int) -> dict[str, Any]:
+    """Token counts of a whole step (all ranks), from the plan: no collective needed."""
+    lengths = [plan.lengths[i] for i in plan.step_examples(step)]
+    computed = sum(padded_length(sum(plan.lengths[i] for i in row))
+                   for r in range(world) for row in plan.rows(step, r))
+    return {"tokens": computed, "real_tokens": sum(lengths), "targets": plan.step_targets(step, targets),
+            "seq_sq_sum": float(sum(n * n for n in lengths)), "micro_steps": plan.micro_steps(step)}
 
 
 def _append_metrics(path: Path, row: dict[str, Any]) -> None:
     with open(path, "a") as fh:
         fh.write(json.dumps(row) + "\n")
-        fh.flush()
 
 
-def _restore(accelerator, run_dir: Path, metrics: Path) -> LoopState:
+def _restore(root, optimizer, scheduler, run_dir: Path, metrics: Path, d: Dist) -> LoopState:
+    if d.main:
+        checkpoint.remove_partials(run_dir)
     found = checkpoint.latest(run_dir)
+    state = LoopState()
     if found is None:
-        if accelerator.is_main_process and metrics.exists():
+        if d.main and metrics.exists():
             metrics.unlink()  # a run that never checkpointed starts over
-        return LoopState()
-    path, saved = found
-    accelerator.load_state(str(path))
-    state = LoopState(**saved["loop"])
-    if accelerator.is_main_process and metrics.exists():
-        # Steps after the checkpoint are redone: drop their rows so the log stays one sequence.
-        rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
-        kept = [r for r in rows if r["step"] <= state.step]
-        checkpoint.atomic_write(metrics, "".join(json.dumps(r) + "\n" for r in kept))
-    log.info("resumed from %s at step %d", path, state.step)
+    else:
+        path, saved = found
+        checkpoint.load(path, root, optimizer)
+        scheduler.load_state_dict(saved["scheduler"])
+        state = LoopState(**saved["loop"])
+        if d.main and metrics.exists():
+            # Steps after the checkpoint are redone: drop their rows so the log stays one sequence.
+            rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
+            kept = [r for r in rows if r["step"] <= state.step]
+            checkpoint.atomic_write(metrics, "".join(json.dumps(r) + "\n" for r in kept))
+        log.info("resumed from %s at step %d", path, state.step)
+    dist.barrier()
     return state
 
 
-def _consolidate(accelerator, model, tok, out: Path, prompt: dict[str, str]) -> Path:
-    """Gather the full state dict and write a plain HF directory (safetensors) on rank 0,
-    with ``alpaca_prompt.json``: the serve job then prompts it in the format it learned."""
+def _agree(d: Dist, stop: bool, due: bool) -> tuple[bool, bool]:
+    """Collective: (any process told to stop, rank 0's checkpoint clock says save)."""
+    t = torch.tensor([float(stop), float(due)], device=d.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    a, b = t.tolist()
+    return a > 0, b > 0
+
+
+class _Trainer:
+    """The step loop's moving parts, so each piece reads on its own."""
+
+    def __init__(self, loaded: LoadedSpec, run_dir: Path, d: Dist, root, optimizer, scheduler,
+                 plan: StepPlan, feeder: Feeder, targets: list[int], impl: str) -> None:
+        self.cfg, self.run_dir, self.d = loaded.spec.train, run_dir, d
+        self.root, self.optimizer, self.scheduler = root, optimizer, scheduler
+        self.plan, self.feeder, self.targets, self.impl = plan, feeder, targets, impl
+        self.metrics = run_dir / "metrics.jsonl"
+        self.ckpt = checkpoint.Checkpointer(run_dir, d.rank, d.ckpt_group, self.cfg.keep_checkpoints)
+        self.pending: _Pending | None = None
+        self.t_prev = time.perf_counter()
+
+    def run(self, state: LoopState, stop: StopFlag, meter: UsageMeter) -> str:
+        start, last_ckpt = state.step, time.monotonic()
+        interval = self.cfg.checkpoint_interval_minutes * 60
+        while state.step < self.plan.total_steps:
+            if (state.step - start) % AGREE_EVERY == 0:
+                stop_now, due = _agree(self.d, stop.signum is not None,
+                                       self.d.main and time.monotonic() - last_ckpt >= interval)
+                if stop_now:
+                    self.checkpoint(state, wait=True)
+                    return "interrupted"
+            else:
+                due = False
+            every = self.cfg.checkpoint_every_steps
+            if due or (every and state.step > start and state.step % every == 0):
+                self.checkpoint(state, wait=False)
+                last_ckpt = time.monotonic()
+            self.one_step(state)
+            self.ckpt.poll()
+            meter.tick()
+        self.finish_pending(state)
+        self.ckpt.wait()
+        return "completed"
+
+    def one_step(self, state: LoopState) -> None:
+        step = state.step
+        host = _step_host_stats(self.plan, step, self.targets, self.d.world)
+        loss, norm = train_step(self.root, self.optimizer, self.scheduler, self.feeder.get(step),
+                                host["targets"], self.d, self.cfg.max_grad_norm, self.impl,
+                                self.cfg.max_length)
+        launched = time.perf_counter()
+        host["lr"] = self.scheduler.get_last_lr()[0]
+        loss = loss.clone()
+        work = dist.all_reduce(loss, async_op=True) if self.d.world > 1 else None
+        state.step += 1
+        for k in ("tokens", "real_tokens", "seq_sq_sum"):
+            setattr(state, k, getattr(state, k) + host[k])
+        state.target_tokens += host["targets"]
+        self.finish_pending(state)  # the previous step: its numbers are ready by now
+        self.pending = _Pending(step + 1, loss, norm, work, host, launched)
+
+    def finish_pending(self, state: LoopState) -> None:
+        p, self.pending = self.pending, None
+        if p is None:
+            return
+        if p.work is not None:
+            p.work.wait()
+        loss_sum, norm = p.loss.item(), float(p.norm)  # host syncs, one step late
+        # On a GPU this returns when the step has run; on CPU the step ran before it was queued.
+        done = time.perf_counter() if self.d.device.type == "cuda" else p.launched
+        seconds, self.t_prev = done - self.t_prev, done
+        state.loop_seconds += seconds
+        loss = loss_sum / max(p.host["targets"], 1)
+        state.losses.append(loss)
+        if self.d.main:
+            row = {"step": p.step, "lr": p.host["lr"], "loss": loss, "grad_norm": norm,
+                   **{k: p.host[k] for k in ("tokens", "real_tokens", "targets", "micro_steps")},
+                   "step_seconds": round(seconds, 6)}
+            _append_metrics(self.metrics, row)
+            log.info("step %d/%d loss %.4f grad_norm %.3f %.0f tok/s", p.step, self.plan.total_steps,
+                     loss, norm, p.host["tokens"] / max(seconds, 1e-9))
+
+    def checkpoint(self, state: LoopState, wait: bool) -> None:
+        self.finish_pending(state)  # the metrics log must reach the checkpointed step
+        before = self.ckpt.blocked_seconds
+        trainer_state = {"loop": asdict(state), "scheduler": self.scheduler.state_dict()}
+        self.ckpt.save(self.root, self.optimizer, state.step, trainer_state, wait)
+        blocked = self.ckpt.blocked_seconds - before
+        state.checkpoint_seconds += blocked
+        self.t_prev = time.perf_counter()  # checkpoint time is not step time
+
+
+def _record_sharding(root, d: Dist, run_dir: Path) -> None:
+    """Fail closed if the parameters are not sharded; write what this process holds."""
+    from torch.distributed.tensor import DTensor
+
+    from alpaca_jobs.train.fsdp import local_and_global_numel
+
+    if d.world > 1 and not all(isinstance(p, DTensor) for p in root.parameters()):
+        raise RuntimeError("expected every parameter to be an FSDP2-sharded DTensor")
+    local, total = local_and_global_numel(root)
+    row = {"rank": d.rank, "world": d.world, "distributed_type": "FSDP", "local_numel": local,
+           "global_numel": total}
+    (run_dir / "sharding").mkdir(parents=True, exist_ok=True)
+    checkpoint.atomic_write(run_dir / "sharding" / f"rank{d.rank}.json", json.dumps(row))
+
+
+def _consolidate(root, tok, d: Dist, out: Path, prompt: dict[str, str]) -> Path:
+    """A plain HF directory (safetensors) on rank 0, with ``alpaca_prompt.json``: the serve job
+    then prompts it in the format it learned."""
     import shutil
 
-    state_dict = accelerator.get_state_dict(model)
-    if accelerator.is_main_process:
+    from alpaca_jobs.train.loading import consolidated_state_dict
+
+    state_dict = consolidated_state_dict(root, d)
+    if d.main:
         tmp = out.with_name(out.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
-        accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+        root.lm.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
         tok.save_pretrained(tmp)
         (tmp / "alpaca_prompt.json").write_text(json.dumps(prompt, indent=1) + "\n")
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
-    accelerator.wait_for_everyone()
+    dist.barrier()
     return out
 
 
-def _record_sharding(accelerator, model, run_dir: Path) -> None:
-    """Fail closed if accelerate did not shard; write what this process holds, as evidence."""
-    from accelerate.utils import DistributedType
+def _prepare(loaded: LoadedSpec, d: Dist):
+    """Tokenizer, the sharded model with its base weights, and the tokenized data."""
+    from transformers import AutoTokenizer
 
-    from alpaca_jobs.train.fsdp import local_and_global_numel
+    from alpaca_jobs.train import attention
+    from alpaca_jobs.train.data import build_examples
+    from alpaca_jobs.train.fsdp import compile_enabled, shard
+    from alpaca_jobs.train.loading import load_sharded
+    from alpaca_jobs.train.models import resolve_base_model
 
-    if accelerator.num_processes > 1 and accelerator.distributed_type != DistributedType.FSDP:
-        raise RuntimeError(f"expected FSDP, accelerate set up {accelerator.distributed_type}")
-    local, total = local_and_global_numel(model)
-    row = {"rank": accelerator.process_index, "world": accelerator.num_processes,
-           "distributed_type": str(accelerator.distributed_type), "local_numel": local, "global_numel": total}
-    (run_dir / "sharding").mkdir(parents=True, exist_ok=True)
-    checkpoint.atomic_write(run_dir / "sharding" / f"rank{accelerator.process_index}.json", json.dumps(row))
+    cfg, layout = loaded.spec.train, loaded.layout
+    base = resolve_base_model(cfg.base_model, cfg.data)
+    tok = AutoTokenizer.from_pretrained(base)
+    compiled = compile_enabled(layout, d.device)
+    impl = attention.choose(layout.attention, d.device, compiled)
+
+    def shard_fn(root, layers):
+        attention.install(root.lm, impl)
+        shard(root, layers, layout, d, compiled)
+
+    root, num_params = load_sharded(base, tok, d, shard_fn)
+    preambles = (cfg.prompt.preamble_with_input, cfg.prompt.preamble_no_input)
+    examples, stats = build_examples(cfg.data, tok, cfg.max_length, preambles)
+    return tok, root, num_params, examples, stats, {"attention": impl, "compiled": compiled}
 
 
 def run(loaded: LoadedSpec, run_dir: Path, stop: StopFlag, meter: UsageMeter) -> TrainResult:
     """Train to the end (or until told to stop), checkpointing on the way."""
-    from accelerate.utils import set_seed
-
-    from alpaca_jobs.train.fsdp import make_accelerator
-    from alpaca_jobs.train.models import decoder_layer_class
+    from alpaca_jobs.train.fsdp import init_distributed
 
     cfg = loaded.spec.train
-    set_seed(cfg.seed)
-    tok, model, examples, stats = _load_model_and_data(loaded)
-    layer_cls = decoder_layer_class(model, loaded.layout.fsdp_config.fsdp_transformer_layer_cls_to_wrap)
-    accelerator = make_accelerator(loaded.layout, layer_cls)
-    meter.start(accelerator)
-    plan = StepPlan(len(examples), cfg.global_batch_size, cfg.micro_batch_size,
-                    accelerator.num_processes, cfg.epochs, cfg.seed, cfg.max_steps)
-    num_params = sum(p.numel() for p in model.parameters())
-    optimizer = _optimizer(model, loaded)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    _record_sharding(accelerator, model, run_dir)
-    # Not prepared: accelerate would step it once per process. Registered so it is checkpointed.
+    d = init_distributed()
+    meter.start()
+    torch.manual_seed(cfg.seed)
+    tok, root, num_params, examples, stats, details = _prepare(loaded, d)
+    _record_sharding(root, d, run_dir)
+    plan = StepPlan([len(e.input_ids) for e in examples], cfg.global_batch_size, d.world,
+                    cfg.tokens_per_micro_step, cfg.epochs, cfg.seed, cfg.max_steps)
+    optimizer = _optimizer(root, loaded, d.device)
     scheduler = _scheduler(optimizer, loaded, plan.total_steps)
-    accelerator.register_for_checkpointing(scheduler)
-    metrics = run_dir / "metrics.jsonl"
-    state = _restore(accelerator, run_dir, metrics)
-    model.train()
-    status = "completed"
-    while state.step < plan.total_steps:
-        if stop.agreed(accelerator.device):
-            status = "interrupted"
-            break
-        t0 = time.perf_counter()
-        out = train_step(model, optimizer, scheduler, accelerator,
-                         plan.micro_batches(state.step, accelerator.process_index),
-                         examples, cfg, tok.pad_token_id)
-        state.step += 1
-        state.loop_seconds += time.perf_counter() - t0
-        state.tokens += out["tokens"]
-        state.target_tokens += out["targets"]
-        state.losses.append(out["loss"])
-        if accelerator.is_main_process:
-            _append_metrics(metrics, {"step": state.step, "lr": scheduler.get_last_lr()[0], **out})
-            log.info("step %d/%d loss %.4f grad_norm %.3f", state.step, plan.total_steps, out["loss"], out["grad_norm"])
-        meter.tick()
-        if state.step % cfg.checkpoint_every_steps == 0 and state.step < plan.total_steps:
-            checkpoint.save(accelerator, run_dir, state.step, {"loop": state.__dict__}, cfg.keep_checkpoints)
-    if status == "interrupted" or state.step < plan.total_steps:
-        checkpoint.save(accelerator, run_dir, state.step, {"loop": state.__dict__}, cfg.keep_checkpoints)
-        model_dir = None
-    else:
-        model_dir = _consolidate(accelerator, model, tok, run_dir / "model", cfg.prompt.model_dump())
-    cfg_m = accelerator.unwrap_model(model).config
-    lengths = [len(examples[i].input_ids) for s in range(state.step) for i in plan.step_examples(s)]
-    return TrainResult(status, state, plan.total_steps, model_dir, stats.as_dict(), str(accelerator.device),
-                       num_params, cfg_m.num_hidden_layers, cfg_m.hidden_size, sum(lengths),
-                       float(sum(n * n for n in lengths)))
+    state = _restore(root, optimizer, scheduler, run_dir, run_dir / "metrics.jsonl", d)
+    feeder = Feeder(plan, examples, d.rank, tok.pad_token_id)
+    root.train()
+    trainer = _Trainer(loaded, run_dir, d, root, optimizer, scheduler, plan, feeder,
+                       [e.num_targets for e in examples], details["attention"])
+    try:
+        status = trainer.run(state, stop, meter)
+    finally:
+        feeder.close()
+    model_dir = None
+    if status == "completed":
+        model_dir = _consolidate(root, tok, d, run_dir / "model", cfg.prompt.model_dump())
+    config = root.lm.config
+    details["micro_steps_per_step"] = plan.micro_steps(0)
+    return TrainResult(status, state, plan.total_steps, model_dir, stats.as_dict(), str(d.device),
+                       num_params, config.num_hidden_layers, config.hidden_size, details)

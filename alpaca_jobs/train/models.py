@@ -184,6 +184,13 @@ def convert_smollm2(out: Path) -> None:
     tok.save_pretrained(out)
 
 
+def ensure_pad_token(tokenizer) -> bool:
+    """Add the pad token to the tokenizer if it has none; True if added."""
+    if tokenizer.pad_token is not None:
+        return False
+    return bool(tokenizer.add_special_tokens({"pad_token": PAD_TOKEN}))
+
+
 def add_pad_token(tokenizer, model) -> int:
     """Add a pad token if missing; new embedding rows = mean of the existing rows (as Alpaca).
 
@@ -191,10 +198,7 @@ def add_pad_token(tokenizer, model) -> int:
     """
     import torch
 
-    if tokenizer.pad_token is not None:
-        return 0
-    added = tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
-    if not added:
+    if not ensure_pad_token(tokenizer):
         return 0
     old = model.get_input_embeddings().weight.shape[0]
     model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
@@ -202,7 +206,7 @@ def add_pad_token(tokenizer, model) -> int:
         for emb in {id(e): e for e in (model.get_input_embeddings(), model.get_output_embeddings()) if e is not None}.values():
             emb.weight[old:] = emb.weight[:old].mean(dim=0, keepdim=True)
     model.config.pad_token_id = tokenizer.pad_token_id
-    return added
+    return 1
 
 
 def decoder_layer_class(model, configured: str = "auto") -> str:

@@ -28,7 +28,7 @@ class UsageMeter:
         self.attempt = os.environ.get("ALPACA_JOBS_ATTEMPT") or uuid.uuid4().hex[:12]
         self._last = 0.0
 
-    def start(self, accelerator) -> None:
+    def start(self) -> None:
         """Agree on one attempt id across processes (rank 0's)."""
         import torch.distributed as dist
 

@@ -116,18 +116,21 @@ def _record(payload, loaded, run_dir: Path, result, started: str) -> dict[str, A
         if peak:
             # PaLM-style model FLOPs (padding is not model work): 6N per token, plus 12*L*d*T
             # per token of a length-T example for attention.
-            flops = 6 * result.num_params * result.real_tokens + 12 * result.layers * result.hidden * result.seq_sq_sum
+            flops = 6 * result.num_params * st.real_tokens + 12 * result.layers * result.hidden * st.seq_sq_sum
             mfu = flops / secs / (peak * res.world_size)
     rec = build_record(
         payload, loaded, result.status, read_usage(run_dir), started,
         steps=st.step, total_steps=result.total_steps,
         tokens_trained=st.tokens, target_tokens_trained=st.target_tokens,
-        train_loop_seconds=round(st.loop_seconds, 3), tokens_per_second=round(st.tokens / secs, 2),
+        train_loop_seconds=round(st.loop_seconds, 3), checkpoint_seconds=round(st.checkpoint_seconds, 3),
+        tokens_per_second=round(st.tokens / secs, 2),
         mfu=None if mfu is None else round(mfu, 4), device=result.device,
         first_loss=st.losses[0] if st.losses else None,
         final_loss=st.losses[-1] if st.losses else None,
         model_dir=str(result.model_dir) if result.model_dir else None,
         data=result.data_stats,
+        results={**result.details, "real_tokens": st.real_tokens,
+                 "target_tokens_per_second": round(st.target_tokens / secs, 2)},
     )
     return publish(rec, run_dir)
 
