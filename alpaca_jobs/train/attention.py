@@ -267,10 +267,11 @@ def register() -> None:
 
 
 def install(model: torch.nn.Module, impl: str) -> None:
-    """Switch ``model`` (and its sub-models) to our ``impl``; works from sdpa, eager or flash.
+    """Switch ``model`` (and its sub-models) to our ``impl`` (tested from a model loaded with sdpa).
 
-    Afterwards every forward needs ``**row_kwargs(...)``, ``use_cache=False`` and no
-    ``attention_mask``. To go back (e.g. for generation): ``model.set_attn_implementation("sdpa")``.
+    Afterwards every forward needs ``**row_kwargs(...)`` and ``use_cache=False``; an
+    ``attention_mask`` is dropped by transformers (no mask is built for an unregistered name).
+    To go back (e.g. for generation): ``model.set_attn_implementation("sdpa")``.
     """
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f"unknown attention implementation {impl!r}")

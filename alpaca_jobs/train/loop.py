@@ -100,11 +100,20 @@ def _scheduler(optimizer, loaded: LoadedSpec, total_steps: int):
                          num_training_steps=total_steps)
 
 
+def micro_step(model, row: Row, scale: float, d: Dist, impl: str, max_length: int) -> torch.Tensor:
+    """Forward and backward of one packed row; returns its loss sum (a device tensor, unread)."""
+    from alpaca_jobs.train import attention
+
+    kw = attention.row_kwargs(row.doc_lengths, impl, d.device, max_length)
+    s = model(**row.to(d.device), **kw)
+    (s * scale).backward()
+    return s.detach()
+
+
 def train_step(model, optimizer, scheduler, rows: list[Row], n_targets: int, d: Dist,
                max_grad_norm: float, impl: str, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step over this process's rows; returns (local loss sum, global grad norm)
     as device tensors, unread."""
-    from alpaca_jobs.train import attention
     from alpaca_jobs.train.fsdp import clip_grad_norm, set_micro_step
 
     scale = d.world / max(n_targets, 1)
@@ -112,11 +121,8 @@ def train_step(model, optimizer, scheduler, rows: list[Row], n_targets: int, d: 
     for j, row in enumerate(rows):
         if len(rows) > 1:
             set_micro_step(model, last=j == len(rows) - 1)
-        kw = attention.row_kwargs(row.doc_lengths, impl, d.device, max_length)
-        s = model(**row.to(d.device), **kw)
-        (s * scale).backward()
-        loss_sum += s.detach()
-    norm = clip_grad_norm([p for p in model.parameters()], max_grad_norm)
+        loss_sum += micro_step(model, row, scale, d, impl, max_length)
+    norm = clip_grad_norm(list(model.parameters()), max_grad_norm)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
@@ -302,6 +308,10 @@ def _prepare(loaded: LoadedSpec, d: Dist):
     tok = AutoTokenizer.from_pretrained(base)
     compiled = compile_enabled(layout, d.device)
     impl = attention.choose(layout.attention, d.device, compiled)
+    if compiled and impl == "per_sequence":
+        # Its Python loop over documents would recompile for every new document count.
+        log.warning("layout.compile: not compiling with per_sequence attention (no varlen or flex here)")
+        compiled = False
 
     def shard_fn(root, layers):
         attention.install(root.lm, impl)
