@@ -5,6 +5,10 @@
     FLOPs/token = 6 N + 12 L d T        (PaLM appendix B; N params, L layers, d width, T length)
     GPU-hours   = tokens / tokens/s / 3600 x GPUs
     cost        = GPU-hours x price per GPU-hour
+
+From a run record measured on another GPU, the MFU carries over (each GPU at the same share of
+its own dense bf16 peak), so tokens/s scale by the ratio of the two peaks. Communication is
+assumed hidden behind compute: FSDP2 prefetches the next layer's all-gather while one computes.
 """
 
 from __future__ import annotations
@@ -81,23 +85,54 @@ def estimate_command(tokens_per_second, mfu, record, gpus, gpu_type, gpu_hour_us
                      examples, mean_tokens, target_usd) -> None:
     """Project the cost of the 7B recipe (default: 3 epochs of 52K examples on 8x A100-80GB)."""
     note = ""
+    if mfu is not None and not 0 < mfu <= 1:
+        raise UserError(f"--mfu {mfu}: a model FLOPs utilisation is a fraction in (0, 1], e.g. 0.45")
+    if gpus < 1:
+        raise UserError(f"--gpus {gpus}: give at least one GPU")
+    peak = _peak_for(gpu_type)
     if record:
         rec = json.loads(Path(record).read_text())
         data = rec.get("data") or {}
         if mean_tokens is None and data.get("kept"):
             mean_tokens = (data["prompt_tokens"] + data["target_tokens"]) / data["kept"]
         if mfu is None and tokens_per_second is None:
-            mfu = rec.get("mfu")
+            mfu = (rec.get("results") or {}).get("mfu_after_warmup") or rec.get("mfu")
             if mfu is None:
                 raise UserError(f"{record}: no MFU in this record (CPU run); pass --mfu or --tokens-per-second")
+            note = _carried_over(rec, mfu, gpu_type, peak)
     if mean_tokens is None:
-        mean_tokens, note = ASSUMED_MEAN_TOKENS, " (assumed; pass --mean-tokens or --record)"
+        mean_tokens = ASSUMED_MEAN_TOKENS
+        click.echo(f"mean tokens per example: {mean_tokens} (assumed; pass --mean-tokens or --record)")
     p = gpu_price(gpu_type, gpu_hour_usd)
     est = estimate(gpus=gpus, price=p.usd_per_gpu_hour, epochs=epochs, examples=examples,
-                   mean_tokens=mean_tokens, tokens_per_second=tokens_per_second, mfu=mfu)
-    click.echo(f"7B Alpaca recipe on {gpus}x {gpu_type}{note}")
+                   mean_tokens=mean_tokens, tokens_per_second=tokens_per_second, mfu=mfu, peak=peak)
+    click.echo(f"7B Alpaca recipe on {gpus}x {gpu_type}")
+    if note:
+        click.echo("  " + note)
     for line in est.lines:
         click.echo("  " + line)
     click.echo(f"  price: {p.source}")
     verdict = "MET" if est.cost_usd <= target_usd else "MISSED"
     click.echo(f"target ${target_usd:.2f}: {verdict}")
+
+
+def _peak_for(gpu_type: str) -> float:
+    """The dense bf16 peak of a price-table GPU type (a100-80gb -> A100)."""
+    for key, flops in PEAK_BF16_FLOPS.items():
+        if key.lower() in gpu_type.lower():
+            return flops
+    known = ", ".join(k.lower() for k in PEAK_BF16_FLOPS)
+    raise UserError(f"--gpu-type {gpu_type}: no dense bf16 peak known for it; use one of {known} "
+                    "or pass --tokens-per-second")
+
+
+def _carried_over(rec: dict, mfu: float, gpu_type: str, peak: float) -> str:
+    """How a measured MFU becomes the target GPU's throughput, said in one line."""
+    from alpaca_jobs.ops.prices import peak_flops
+
+    measured_on = rec.get("device_name") or (rec.get("results") or {}).get("device_name") or rec.get("device", "?")
+    source_peak = peak_flops(str(measured_on)) or peak
+    which = "after warm-up" if (rec.get("results") or {}).get("mfu_after_warmup") else "whole loop"
+    return (f"MFU {mfu:.3f} measured on {measured_on} ({which}, peak {source_peak / 1e12:.0f} TFLOP/s), "
+            f"assumed the same on {gpu_type} (peak {peak / 1e12:.0f}): tokens/s scale by "
+            f"{peak / source_peak:.3f}; communication assumed overlapped with compute")

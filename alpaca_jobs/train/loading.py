@@ -58,12 +58,13 @@ def _read_on_rank0(base: Path, tok, d: Dist):
     return real, box[0]
 
 
-def load_sharded(base: Path, tok, d: Dist, shard_fn) -> tuple[LossModel, int]:
-    """The model, sharded by ``shard_fn(root, layers)``, with the base weights; and its size."""
+def load_sharded(base: Path, tok, d: Dist, shard_fn) -> tuple[LossModel, int, int]:
+    """The model, sharded by ``shard_fn(root, layers)``, with the base weights; its size, and
+    the parameters that count in model FLOPs."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from alpaca_jobs.train.models import ensure_pad_token
+    from alpaca_jobs.train.models import ensure_pad_token, flop_params
 
     real, config_dict = _read_on_rank0(base, tok, d)
     if not d.main:
@@ -72,7 +73,7 @@ def load_sharded(base: Path, tok, d: Dist, shard_fn) -> tuple[LossModel, int]:
     with torch.device("meta"):
         lm = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     root = LossModel(lm)
-    num_params = sum(p.numel() for p in root.parameters())
+    num_params, matmul_params = sum(p.numel() for p in root.parameters()), flop_params(lm)
     full, buffers = {}, {}
     if real is not None:
         lm.generation_config = real.generation_config
@@ -88,7 +89,7 @@ def load_sharded(base: Path, tok, d: Dist, shard_fn) -> tuple[LossModel, int]:
             if d.world > 1:
                 dist.broadcast(buf, src=0)
     del real, full
-    return root, num_params
+    return root, num_params, matmul_params
 
 
 def consolidated_state_dict(root: LossModel, d: Dist) -> dict[str, torch.Tensor]:

@@ -62,6 +62,7 @@ class TrainResult:
     data_stats: dict[str, Any]
     device: str
     num_params: int
+    flop_params: int  # what model FLOPs count: all but the input embedding table
     layers: int
     hidden: int
     details: dict[str, Any]  # attention, compile, micro-steps: how this run trained
@@ -242,7 +243,7 @@ class _Trainer:
         state.losses.append(loss)
         if self.d.main:
             row = {"step": p.step, "lr": p.host["lr"], "loss": loss, "grad_norm": norm,
-                   **{k: p.host[k] for k in ("tokens", "real_tokens", "targets", "micro_steps")},
+                   **{k: p.host[k] for k in ("tokens", "real_tokens", "targets", "seq_sq_sum", "micro_steps")},
                    "step_seconds": round(seconds, 6)}
             _append_metrics(self.metrics, row)
             log.info("step %d/%d loss %.4f grad_norm %.3f %.0f tok/s", p.step, self.plan.total_steps,
@@ -317,10 +318,11 @@ def _prepare(loaded: LoadedSpec, d: Dist):
         attention.install(root.lm, impl)
         shard(root, layers, layout, d, compiled)
 
-    root, num_params = load_sharded(base, tok, d, shard_fn)
+    root, num_params, matmul_params = load_sharded(base, tok, d, shard_fn)
     preambles = (cfg.prompt.preamble_with_input, cfg.prompt.preamble_no_input)
     examples, stats = build_examples(cfg.data, tok, cfg.max_length, preambles)
-    return tok, root, num_params, examples, stats, {"attention": impl, "compiled": compiled}
+    details = {"attention": impl, "compiled": compiled, "flop_params": matmul_params}
+    return tok, root, num_params, examples, stats, details
 
 
 def run(loaded: LoadedSpec, run_dir: Path, stop: StopFlag, meter: UsageMeter) -> TrainResult:
@@ -352,4 +354,5 @@ def run(loaded: LoadedSpec, run_dir: Path, stop: StopFlag, meter: UsageMeter) ->
     config = root.lm.config
     details["micro_steps_per_step"] = plan.micro_steps(0)
     return TrainResult(status, state, plan.total_steps, model_dir, stats.as_dict(), str(d.device),
-                       num_params, config.num_hidden_layers, config.hidden_size, details)
+                       num_params, details["flop_params"], config.num_hidden_layers, config.hidden_size,
+                       details)

@@ -209,6 +209,16 @@ def add_pad_token(tokenizer, model) -> int:
     return 1
 
 
+def flop_params(model) -> int:
+    """Parameters that multiply activations, the N of the 6N FLOPs per token (PaLM, appendix B):
+    all but the input embedding table, a lookup, unless the output layer shares it."""
+    total = sum(p.numel() for p in model.parameters())
+    emb, out = model.get_input_embeddings(), model.get_output_embeddings()
+    if out is not None and out.weight is emb.weight:
+        return total
+    return total - emb.weight.numel()
+
+
 def decoder_layer_class(model, configured: str = "auto") -> str:
     """The class FSDP wraps one unit per instance of, derived from the model itself."""
     names = {type(m).__name__ for m in model.modules()}

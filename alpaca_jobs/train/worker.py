@@ -101,23 +101,49 @@ def _requeue_on_slurm(max_requeues: int) -> None:
     subprocess.run(["scontrol", "requeue", job_id], check=False, timeout=60)
 
 
-def _record(payload, loaded, run_dir: Path, result, started: str) -> dict[str, Any]:
+WARMUP_STEPS = 3  # compile and allocator warm-up: left out of the steady-state MFU
+
+
+def _model_flops(result, real_tokens: float, seq_sq_sum: float) -> float:
+    """PaLM-style model FLOPs (padding is not model work): 6N per token (N without the embedding
+    lookup), plus 12*L*d*T per token of a length-T example for attention."""
+    return 6 * result.flop_params * real_tokens + 12 * result.layers * result.hidden * seq_sq_sum
+
+
+def _mfu(result, run_dir: Path, world: int) -> tuple[float | None, float | None]:
+    """(MFU over the whole loop, MFU after the warm-up steps) against the GPU's dense bf16 peak."""
+    import json
+
     import torch
 
     from alpaca_jobs.ops.prices import peak_flops
+
+    peak = peak_flops(torch.cuda.get_device_name()) if torch.cuda.is_available() else None
+    if not peak:
+        return None, None
+    st = result.state
+    whole = _model_flops(result, st.real_tokens, st.seq_sq_sum) / max(st.loop_seconds, 1e-9) / (peak * world)
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    late = [r for r in rows if r["step"] > WARMUP_STEPS and "seq_sq_sum" in r]
+    steady = None
+    if late:
+        flops = sum(_model_flops(result, r["real_tokens"], r["seq_sq_sum"]) for r in late)
+        steady = flops / max(sum(r["step_seconds"] for r in late), 1e-9) / (peak * world)
+    return whole, steady
+
+
+def _record(payload, loaded, run_dir: Path, result, started: str) -> dict[str, Any]:
     from alpaca_jobs.ops.records import build_record, publish, read_usage
 
     res = loaded.spec.resources
     st = result.state
     secs = max(st.loop_seconds, 1e-9)
-    mfu = None
+    mfu, steady = _mfu(result, run_dir, res.world_size)
+    extra = {} if steady is None else {"mfu_after_warmup": round(steady, 4)}
+    import torch
+
     if torch.cuda.is_available():
-        peak = peak_flops(torch.cuda.get_device_name())
-        if peak:
-            # PaLM-style model FLOPs (padding is not model work): 6N per token, plus 12*L*d*T
-            # per token of a length-T example for attention.
-            flops = 6 * result.num_params * st.real_tokens + 12 * result.layers * result.hidden * st.seq_sq_sum
-            mfu = flops / secs / (peak * res.world_size)
+        extra["device_name"] = torch.cuda.get_device_name()
     rec = build_record(
         payload, loaded, result.status, read_usage(run_dir), started,
         steps=st.step, total_steps=result.total_steps,
@@ -129,8 +155,9 @@ def _record(payload, loaded, run_dir: Path, result, started: str) -> dict[str, A
         final_loss=st.losses[-1] if st.losses else None,
         model_dir=str(result.model_dir) if result.model_dir else None,
         data=result.data_stats,
-        results={**result.details, "real_tokens": st.real_tokens,
-                 "target_tokens_per_second": round(st.target_tokens / secs, 2)},
+        results={**result.details, "real_tokens": st.real_tokens, "num_params": result.num_params,
+                 "layers": result.layers, "hidden": result.hidden,
+                 "target_tokens_per_second": round(st.target_tokens / secs, 2), **extra},
     )
     return publish(rec, run_dir)
 
