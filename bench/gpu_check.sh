@@ -8,7 +8,7 @@
 # Uses the machine's own torch/transformers; wheels it lacks (pydantic, submitit) in .whl/.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-check}; mkdir -p "$OUT"
-LAYERS=${LAYERS:-4}
+LAYERS=${LAYERS:-6}
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site:$PWD
@@ -21,7 +21,7 @@ python3 -c "import torch, transformers; print('torch', torch.__version__, 'trans
 
 echo "== 1. smoke: tiny preset, FSDP2 bf16, compile, varlen, async checkpoint at step 3, consolidate"
 SMOKE=/tmp/gpu-runs/smoke
-timeout 150 python3 -m torch.distributed.run --standalone --nproc-per-node=1 -m alpaca_jobs.train.worker \
+timeout 120 python3 -m torch.distributed.run --standalone --nproc-per-node=1 -m alpaca_jobs.train.worker \
   jobs/train.yaml $SMOKE --set resources.gpus_per_node=1 --set resources.gpu_type=h200 \
   --set cost.gpu_hour_usd=0 --set train.base_model=preset:tiny-llama --set train.data=seeds/seed_tasks.jsonl \
   --set train.max_steps=6 --set train.checkpoint_every_steps=3 --set train.global_batch_size=16 \

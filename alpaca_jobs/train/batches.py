@@ -1,7 +1,8 @@
 """Packed rows, built on the host ahead of time so the accelerator never waits for Python.
 
-A row concatenates the examples of one micro-step; ``position_ids`` restart at 0 for each and
-the row is padded to a multiple of 128 (a last "document" of pad tokens that carries no loss).
+A row concatenates the examples of one micro-step; ``position_ids`` restart at 0 for each and,
+when the layers are compiled, the row is padded to a multiple of 128 (a last "document" of pad
+tokens that carries no loss) so that few distinct shapes reach the compiler.
 Everything the step needs to know about a row (document lengths, target positions and ids,
 token counts) is computed here from Python lists: the training step never asks the device.
 The next step's rows are built on a background thread and copied from pinned memory with
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from alpaca_jobs.train.data import IGNORE_INDEX, Example
-from alpaca_jobs.train.plan import StepPlan, padded_length
+from alpaca_jobs.train.plan import PAD_MULTIPLE, StepPlan, padded_length
 
 
 @dataclass
@@ -38,7 +39,8 @@ class Row:
         return {k: getattr(self, k).to(device, non_blocking=True) for k in tensors}
 
 
-def build_row(examples: Sequence[Example], pad_id: int, pin: bool = False) -> Row:
+def build_row(examples: Sequence[Example], pad_id: int, pin: bool = False,
+              multiple: int = PAD_MULTIPLE) -> Row:
     ids: list[int] = []
     pos: list[int] = []
     labels: list[int] = []
@@ -49,7 +51,7 @@ def build_row(examples: Sequence[Example], pad_id: int, pin: bool = False) -> Ro
         # from the previous example's last token.
         labels += [IGNORE_INDEX] + ex.labels[1:]
     real = len(ids)
-    width = padded_length(real)
+    width = padded_length(real, multiple)
     pad = width - real
     ids += [pad_id] * pad
     pos += range(pad)
@@ -68,15 +70,18 @@ def build_row(examples: Sequence[Example], pad_id: int, pin: bool = False) -> Ro
 class Feeder:
     """This rank's rows for step s, with step s+1's being built meanwhile on a thread."""
 
-    def __init__(self, plan: StepPlan, examples: Sequence[Example], rank: int, pad_id: int) -> None:
+    def __init__(self, plan: StepPlan, examples: Sequence[Example], rank: int, pad_id: int,
+                 multiple: int = PAD_MULTIPLE) -> None:
         self.plan, self.examples, self.rank, self.pad_id = plan, examples, rank, pad_id
+        self.multiple = multiple
         self.pin = torch.cuda.is_available()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rows")
         self._ahead: tuple[int, Future] | None = None
 
     def _build(self, step: int) -> list[Row]:
         rows = self.plan.rows(step, self.rank)
-        return [build_row([self.examples[i] for i in row], self.pad_id, self.pin) for row in rows]
+        return [build_row([self.examples[i] for i in row], self.pad_id, self.pin, self.multiple)
+                for row in rows]
 
     def get(self, step: int) -> list[Row]:
         if self._ahead is not None and self._ahead[0] == step:

@@ -31,7 +31,7 @@ from alpaca_jobs.spec import LoadedSpec
 from alpaca_jobs.train import checkpoint
 from alpaca_jobs.train.batches import Feeder, Row
 from alpaca_jobs.train.fsdp import Dist
-from alpaca_jobs.train.plan import StepPlan, padded_length
+from alpaca_jobs.train.plan import PAD_MULTIPLE, StepPlan, padded_length
 from alpaca_jobs.train.signals import StopFlag
 from alpaca_jobs.train.usage import UsageMeter
 
@@ -130,10 +130,11 @@ def train_step(model, optimizer, scheduler, rows: list[Row], n_targets: int, d: 
     return loss_sum, norm
 
 
-def _step_host_stats(plan: StepPlan, step: int, targets: list[int], world: int) -> dict[str, Any]:
+def _step_host_stats(plan: StepPlan, step: int, targets: list[int], world: int,
+                     multiple: int) -> dict[str, Any]:
     """Token counts of a whole step (all ranks), from the plan: no collective needed."""
     lengths = [plan.lengths[i] for i in plan.step_examples(step)]
-    computed = sum(padded_length(sum(plan.lengths[i] for i in row))
+    computed = sum(padded_length(sum(plan.lengths[i] for i in row), multiple)
                    for r in range(world) for row in plan.rows(step, r))
     return {"tokens": computed, "real_tokens": sum(lengths), "targets": plan.step_targets(step, targets),
             "seq_sq_sum": float(sum(n * n for n in lengths)), "micro_steps": plan.micro_steps(step)}
@@ -213,7 +214,7 @@ class _Trainer:
 
     def one_step(self, state: LoopState) -> None:
         step = state.step
-        host = _step_host_stats(self.plan, step, self.targets, self.d.world)
+        host = _step_host_stats(self.plan, step, self.targets, self.d.world, self.feeder.multiple)
         loss, norm = train_step(self.root, self.optimizer, self.scheduler, self.feeder.get(step),
                                 host["targets"], self.d, self.cfg.max_grad_norm, self.impl,
                                 self.cfg.max_length)
@@ -340,7 +341,8 @@ def run(loaded: LoadedSpec, run_dir: Path, stop: StopFlag, meter: UsageMeter) ->
     optimizer = _optimizer(root, loaded, d.device)
     scheduler = _scheduler(optimizer, loaded, plan.total_steps)
     state = _restore(root, optimizer, scheduler, run_dir, run_dir / "metrics.jsonl", d)
-    feeder = Feeder(plan, examples, d.rank, tok.pad_token_id)
+    # Padding buys stable shapes for the compiler; without it, it is only wasted work.
+    feeder = Feeder(plan, examples, d.rank, tok.pad_token_id, PAD_MULTIPLE if details["compiled"] else 1)
     root.train()
     trainer = _Trainer(loaded, run_dir, d, root, optimizer, scheduler, plan, feeder,
                        [e.num_targets for e in examples], details["attention"])

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from alpaca_jobs.errors import UserError
 
-PAD_MULTIPLE = 128  # rows are padded to a multiple of this: few distinct shapes to compile
+PAD_MULTIPLE = 128  # compiled layers get rows padded to a multiple of this: few distinct shapes
 
 
 def epoch_order(num_examples: int, seed: int, epoch: int) -> list[int]:
