@@ -99,6 +99,9 @@ lint: setup
 bench: setup
 	$(BIN)/python bench/rouge.py
 	$(BIN)/python bench/packing.py
+	$(BIN)/python bench/plan_balance.py
+	$(BIN)/python bench/step_anatomy.py
+	$(BIN)/python bench/loss_memory.py
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/serve.py
 

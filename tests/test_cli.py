@@ -125,7 +125,7 @@ def test_cost_estimate_formula():
     assert est.hours == pytest.approx(est.tokens / 3000 / 3600)
     assert est.cost_usd == pytest.approx(est.hours * 8 * 3.43)
     by_mfu = estimate(gpus=8, price=3.43, epochs=3, examples=52002, mean_tokens=200, mfu=0.4)
-    fpt = 6 * 6.74e9 + 12 * 32 * 4096 * 200
+    fpt = 6 * (6.74e9 - 32000 * 4096) + 12 * 32 * 4096 * 200  # the input embedding is a lookup
     assert by_mfu.tokens_per_second == pytest.approx(0.4 * 312e12 * 8 / fpt)
 
 
@@ -141,4 +141,21 @@ def test_cost_estimate_cli_shows_its_formula(tmp_path):
     assert proc.returncode == 0 and "x 100.0 tokens" in proc.stdout
     t = time.perf_counter()
     assert cli("cost", "estimate", "--gpu-type", "tpu", "--mfu", "0.3").returncode == 2
+    for bad in (["--mfu", "1.5"], ["--mfu", "-1"], ["--mfu", "0.4", "--gpus", "0"]):
+        proc = cli("cost", "estimate", *bad)
+        assert proc.returncode == 2 and "error:" in proc.stderr and "Traceback" not in proc.stderr, bad
     assert time.perf_counter() - t < 30
+
+
+def test_cost_estimate_carries_a_measured_mfu_across_gpus(tmp_path):
+    """An H200 run's steady-state MFU projects the A100 node at the same share of its peak."""
+    rec = tmp_path / "run.json"
+    rec.write_text(json.dumps({"mfu": 0.05, "device": "cuda:0",
+                               "results": {"mfu_after_warmup": 0.5, "device_name": "NVIDIA H200"},
+                               "data": {"kept": 2, "prompt_tokens": 100, "target_tokens": 100}}))
+    proc = cli("cost", "estimate", "--record", str(rec))
+    assert proc.returncode == 0, proc.stderr
+    assert "MFU 0.500 measured on NVIDIA H200 (after warm-up" in proc.stdout
+    assert "tokens/s scale by 0.315" in proc.stdout and "communication assumed overlapped" in proc.stdout
+    fpt = 6 * (6.74e9 - 32000 * 4096) + 12 * 32 * 4096 * 100
+    assert f"= {0.5 * 312e12 * 8 / fpt:,.0f}" in proc.stdout

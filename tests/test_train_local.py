@@ -177,6 +177,21 @@ def test_crash_resumes_from_last_periodic_checkpoint(baseline, runs):
     assert json.loads((run_dir / "run.json").read_text())["attempts"] == 2
 
 
+def test_checkpoints_by_wall_clock_interval_are_written_asynchronously(runs):
+    proc = cli("submit", SPEC, "--set", f"runs_dir={runs}", "--set", "train.max_steps=12",
+               "--set", "train.checkpoint_interval_minutes=0.0001", "--run-id", "interval")
+    assert proc.returncode == 0, proc.stderr
+    run_dir = runs / "interval"
+    # Due at every agreement (each 5 steps); step 10 is also checkpoint_every_steps.
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["latest", "step-000005", "step-000010"]
+    assert not list((run_dir / "checkpoints").glob("*.partial"))
+    saved = json.loads((run_dir / "checkpoints" / "step-000010" / "trainer_state.json").read_text())
+    assert saved["loop"]["step"] == 10 and len(saved["loop"]["losses"]) == 10
+    rec = json.loads((run_dir / "run.json").read_text())
+    assert rec["checkpoint_seconds"] > 0 and rec["train_loop_seconds"] > 0
+    assert rec["checkpoint_seconds"] + rec["train_loop_seconds"] < rec["wall_seconds"]
+
+
 def test_bad_inputs_fail_before_any_process_starts(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"instruction": "a", "output": "b"}\n{broken\n')

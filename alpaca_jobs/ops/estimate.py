@@ -2,7 +2,8 @@
 
     tokens      = examples x epochs x mean tokens per example
     tokens/s    = given, or MFU x peak FLOP/s x GPUs / FLOPs per token
-    FLOPs/token = 6 N + 12 L d T        (PaLM appendix B; N params, L layers, d width, T length)
+    FLOPs/token = 6 N + 12 L d T        (PaLM appendix B; N params without the input
+                                         embedding, L layers, d width, T length)
     GPU-hours   = tokens / tokens/s / 3600 x GPUs
     cost        = GPU-hours x price per GPU-hour
 
@@ -23,7 +24,9 @@ from alpaca_jobs.errors import UserError
 from alpaca_jobs.ops.prices import PEAK_BF16_FLOPS, gpu_price
 
 ALPACA_EXAMPLES = 52_002  # records in Stanford's alpaca_data.json
-LLAMA_7B = {"params": 6.74e9, "layers": 32, "hidden": 4096}  # LLaMA paper, table 2
+# LLaMA paper, table 2: 6.74e9 parameters; the FLOPs count all but the 32000 x 4096 input
+# embedding table (a lookup), as the training job's MFU does.
+LLAMA_7B = {"params": 6.74e9 - 32000 * 4096, "layers": 32, "hidden": 4096}
 ASSUMED_MEAN_TOKENS = 200
 
 

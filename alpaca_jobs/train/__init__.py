@@ -1,1 +1,1 @@
-"""The training job: Alpaca SFT with accelerate FSDP2. Imports torch: keep out of the CLI's path."""
+"""The training job: Alpaca SFT on FSDP2 (fully_shard). Imports torch: keep out of the CLI's path."""

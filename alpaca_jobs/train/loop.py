@@ -194,8 +194,8 @@ class _Trainer:
         interval = self.cfg.checkpoint_interval_minutes * 60
         while state.step < self.plan.total_steps:
             if (state.step - start) % AGREE_EVERY == 0:
-                stop_now, due = _agree(self.d, stop.signum is not None,
-                                       self.d.main and time.monotonic() - last_ckpt >= interval)
+                clock = state.step > start and time.monotonic() - last_ckpt >= interval
+                stop_now, due = _agree(self.d, stop.signum is not None, self.d.main and clock)
                 if stop_now:
                     self.checkpoint(state, wait=True)
                     return "interrupted"
@@ -295,7 +295,7 @@ def _consolidate(root, tok, d: Dist, out: Path, prompt: dict[str, str]) -> Path:
     return out
 
 
-def _prepare(loaded: LoadedSpec, d: Dist):
+def _prepare(loaded: LoadedSpec, base: Path, d: Dist):
     """Tokenizer, the sharded model with its base weights, and the tokenized data."""
     from transformers import AutoTokenizer
 
@@ -303,10 +303,8 @@ def _prepare(loaded: LoadedSpec, d: Dist):
     from alpaca_jobs.train.data import build_examples
     from alpaca_jobs.train.fsdp import compile_enabled, shard
     from alpaca_jobs.train.loading import load_sharded
-    from alpaca_jobs.train.models import resolve_base_model
 
     cfg, layout = loaded.spec.train, loaded.layout
-    base = resolve_base_model(cfg.base_model, cfg.data)
     tok = AutoTokenizer.from_pretrained(base)
     compiled = compile_enabled(layout, d.device)
     impl = attention.choose(layout.attention, d.device, compiled)
@@ -329,12 +327,16 @@ def _prepare(loaded: LoadedSpec, d: Dist):
 def run(loaded: LoadedSpec, run_dir: Path, stop: StopFlag, meter: UsageMeter) -> TrainResult:
     """Train to the end (or until told to stop), checkpointing on the way."""
     from alpaca_jobs.train.fsdp import init_distributed
+    from alpaca_jobs.train.models import resolve_base_model
 
     cfg = loaded.spec.train
+    # Presets are built (once, under a file lock) before torch.distributed starts: with a
+    # process group up, transformers' save_pretrained leaves config.json to rank 0 alone.
+    base = resolve_base_model(cfg.base_model, cfg.data)
     d = init_distributed()
     meter.start()
     torch.manual_seed(cfg.seed)
-    tok, root, num_params, examples, stats, details = _prepare(loaded, d)
+    tok, root, num_params, examples, stats, details = _prepare(loaded, base, d)
     _record_sharding(root, d, run_dir)
     plan = StepPlan([len(e.input_ids) for e in examples], cfg.global_batch_size, d.world,
                     cfg.tokens_per_micro_step, cfg.epochs, cfg.seed, cfg.max_steps)

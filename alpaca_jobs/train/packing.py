@@ -1,9 +1,10 @@
-"""Micro-batches: padding-free packing (the fast path) and right-padded batches (the reference).
+"""Reference batches: right-padded (what the HF Trainer yardstick collates) and the packed row
+the loop used before issue 12 (kept for bench/step_anatomy.py's "before" column).
 
-Packing flattens the examples of a micro-batch into one row whose ``position_ids`` restart
-at 0 for every example. transformers then treats each example as its own sequence, provided
-the forward gets ``attention_mask=None`` and ``use_cache=False`` (an all-ones mask or a cache
-silently lets examples attend to each other).
+That packed row flattens the examples of a micro-batch into one row whose ``position_ids``
+restart at 0 for every example; transformers' SDPA path then builds a dense L x L block mask
+from them (``attention_mask=None``, ``use_cache=False``). The training loop now uses
+``batches.build_row`` and ``attention.py`` instead, which never build that mask.
 """
 
 from __future__ import annotations
