@@ -151,7 +151,7 @@ def test_compiled_layers_with_varlen_attention_under_fsdp2(tmp_path):
     for impl, compiled in (("varlen", True), ("per_sequence", False)):
         out = str(tmp_path / f"{impl}.json")
         mp.spawn(_train, args=(out, impl, compiled), nprocs=2)
-        results[impl] = json.loads(open(out).read())
+        results[impl] = json.loads((tmp_path / f"{impl}.json").read_text())
     compiled_run, eager_run = results["varlen"], results["per_sequence"]
     assert compiled_run["graph_breaks"] == 0
     # 3 layers, 10 steps of changing shapes: one graph for the first shape, one dynamic recompile,
