@@ -4,7 +4,7 @@
 #   make submit-train DRY_RUN=1            print exactly what would be submitted
 #   make submit-generate CLUSTER=slurm     self-instruct data (jobs/generate.yaml, OpenAI API)
 #   make pipeline                          generate -> train -> serve -> evaluate, here (~10 min)
-#   make test                              the test suite (what CI runs)
+#   make test                              the test suite (what CI runs; sets up and stops its clusters)
 CLUSTER ?= local
 PYTHON ?= python3
 VENV ?= .venv
@@ -87,8 +87,10 @@ images:
 report: setup
 	$(BIN)/alpaca-jobs report --scan runs --png runs/report.png --html runs/report.html $(ARGS)
 
+# Installs and starts what the tests need (Chromium, Slurm, the Kubernetes binaries; root) and
+# stops every daemon it started, also on Ctrl-C: tests/clusters/suite.sh.
 test: setup
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	tests/clusters/suite.sh $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not integration and not slow"
