@@ -35,6 +35,13 @@ def main() -> None:
     """Run the Alpaca recipe (generate, train, serve, evaluate) locally, on Slurm or on Kubernetes."""
 
 
+def _check_run_id(_ctx, _param, value: str | None) -> str | None:
+    """--run-id becomes a directory name: never a path (see backends.base.check_run_id)."""
+    from alpaca_jobs.backends.base import check_run_id
+
+    return None if value is None else check_run_id(value)
+
+
 def _cluster_option(f):
     from alpaca_jobs.backends import CLUSTERS
 
@@ -52,7 +59,7 @@ def _cluster_option(f):
 @click.option("--sweep", metavar="FIELD=V1,V2,...",
               help="one run per value, submitted together (a Slurm job array)")
 @click.option("--dry-run", is_flag=True, help="print exactly what would be submitted; submit nothing")
-@click.option("--run-id", help="reuse a run id: resumes from its last checkpoint")
+@click.option("--run-id", callback=_check_run_id, help="reuse a run id: resumes from its last checkpoint")
 @click.option("--wait/--no-wait", default=None, help="follow the job to the end (default: local only)")
 def submit(spec: str, cluster: str, overrides: tuple[str, ...], sweep: str | None, dry_run: bool,
            run_id: str | None, wait: bool | None) -> None:
@@ -335,7 +342,7 @@ def _run_here(spec_path: str, overrides: tuple[str, ...], run_id: str | None, jo
                 type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE",
               help="override one spec field, e.g. --set generate.num_instructions=50")
-@click.option("--run-id", help="reuse a run id: resumes from its raw-response log")
+@click.option("--run-id", callback=_check_run_id, help="reuse a run id: resumes from its raw-response log")
 def generate(spec_path: str, overrides: tuple[str, ...], run_id: str | None) -> None:
     """Generate self-instruct training data here (SPEC default: jobs/generate-local.yaml)."""
     from alpaca_jobs.ops.records import format_report
@@ -348,7 +355,7 @@ def generate(spec_path: str, overrides: tuple[str, ...], run_id: str | None) -> 
 @click.argument("spec_path", metavar="PIPELINE", default="jobs/pipeline-local.yaml",
                 type=click.Path(dir_okay=False))
 @_cluster_option
-@click.option("--run-id", help="a pipeline id to resume: completed stages are reused")
+@click.option("--run-id", callback=_check_run_id, help="a pipeline id to resume: completed stages are reused")
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="follow to the end (Slurm: --no-wait submits the dependent jobs and returns)")
 @click.option("--keep-serving/--stop-serving", default=None,

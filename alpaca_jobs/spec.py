@@ -413,6 +413,7 @@ class LoadedSpec:
         )
 
 
+MAX_TIME_LIMIT_DAYS = 30
 _DURATION = re.compile(r"^(?:(\d+)-)?(\d{1,3}):([0-5]\d):([0-5]\d)$")
 
 
@@ -425,14 +426,40 @@ def parse_duration_minutes(text: str) -> int:
     total = ((days * 24 + hours) * 60 + mins) * 60 + secs
     if total <= 0:
         raise ValueError("time_limit must be longer than zero")
+    if total > MAX_TIME_LIMIT_DAYS * 86400:
+        raise ValueError(f"time_limit {text!r} is longer than {MAX_TIME_LIMIT_DAYS} days; a run "
+                         "that long should checkpoint and be resubmitted (the same --run-id resumes)")
     return -(-total // 60)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (YAML would keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise SpecError(f"{self.name}:{line}: duplicate key {key!r} (first given on line "
+                                f"{seen[key]}); keep one")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
+    from alpaca_jobs.textfiles import read_utf8
+
     if not path.is_file():
         raise SpecError(f"{path}: no such file")
+    text = read_utf8(path, SpecError)
     try:
-        data = yaml.safe_load(path.read_text())
+        loader = _UniqueKeyLoader(text)
+        loader.name = str(path)
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)

@@ -159,3 +159,12 @@ def test_cost_estimate_carries_a_measured_mfu_across_gpus(tmp_path):
     assert "tokens/s scale by 0.315" in proc.stdout and "communication assumed overlapped" in proc.stdout
     fpt = 6 * (6.74e9 - 32000 * 4096) + 12 * 32 * 4096 * 100
     assert f"= {0.5 * 312e12 * 8 / fpt:,.0f}" in proc.stdout
+
+
+@pytest.mark.parametrize("bad", ["../../etc/x", "a/b", "..", ".hidden", "x" * 129, "sp ace", "semi;colon"])
+def test_run_ids_cannot_point_outside_the_runs_dir(tmp_path, bad):
+    proc = cli("submit", "jobs/train-local.yaml", "--run-id", bad, "--dry-run", "--set", f"runs_dir={tmp_path}")
+    assert proc.returncode == 2 and "--run-id" in proc.stderr and "Traceback" not in proc.stderr
+    assert not any(tmp_path.iterdir())
+    ok = cli("submit", "jobs/train-local.yaml", "--run-id", "alpaca-7b_v2.1", "--dry-run", "--set", f"runs_dir={tmp_path}")
+    assert ok.returncode == 0, ok.stderr

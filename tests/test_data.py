@@ -84,3 +84,22 @@ def test_malformed_json_list_names_line_and_record(tmp_path):
 def test_missing_data_file(tmp_path):
     with pytest.raises(DataError, match="no such data file"):
         read_records(tmp_path / "nope.json")
+
+
+def test_non_utf8_and_lone_surrogates_name_file_and_line(tmp_path):
+    from alpaca_jobs.generate.seeds import load_seeds
+
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(b'{"instruction": "a", "output": "b"}\n{"instruction": "caf\xe9", "output": "b"}\n')
+    with pytest.raises(DataError, match=r"latin.jsonl:2: not UTF-8 text"):
+        read_records(latin)
+    with pytest.raises(DataError, match=r"latin.jsonl:2: not UTF-8 text"):
+        load_seeds(latin)
+    lone = tmp_path / "lone.jsonl"
+    lone.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "x\\ud800y", "output": "b"}\n')
+    with pytest.raises(DataError, match=r"lone.jsonl:2: field 'instruction': contains a lone surrogate \(U\+D800\)"):
+        read_records(lone)
+    seed = tmp_path / "seed.jsonl"
+    seed.write_text('{"instruction": "x", "instances": [{"input": "", "output": "\\udfff"}]}\n')
+    with pytest.raises(DataError, match=r"seed.jsonl:1: contains a lone surrogate"):
+        load_seeds(seed)

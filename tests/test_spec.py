@@ -95,3 +95,23 @@ def test_durations():
     assert parse_duration_minutes("1-00:00:30") == 1441
     with pytest.raises(ValueError):
         parse_duration_minutes("3h")
+
+
+def test_duplicate_keys_and_non_utf8_specs_are_one_line_errors(tmp_path):
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("job: train\nname: a\nresources:\n  nodes: 1\n  nodes: 2\n")
+    with pytest.raises(SpecError, match=r"dup.yaml:5: duplicate key 'nodes' \(first given on line 4\)"):
+        load_spec(str(dup))
+    dup.write_text("job: train\nname: a\nname: b\n")
+    with pytest.raises(SpecError, match=r"dup.yaml:3: duplicate key 'name' \(first given on line 2\)"):
+        load_spec(str(dup))
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"job: train\n# caf\xe9 in Latin-1\nname: x\n")
+    with pytest.raises(SpecError, match=r"bad.yaml:2: not UTF-8 text \(byte 0xe9"):
+        load_spec(str(bad))
+
+
+def test_time_limits_longer_than_30_days_are_refused():
+    assert parse_duration_minutes("30-00:00:00") == 30 * 24 * 60
+    with pytest.raises(ValueError, match="longer than 30 days"):
+        parse_duration_minutes("100000-00:00:00")

@@ -8,6 +8,7 @@ live in ``submit``. Handles are saved as ``<run_dir>/handle.json`` so that ``sta
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 from abc import ABC, abstractmethod
@@ -15,9 +16,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alpaca_jobs.errors import UserError
 from alpaca_jobs.spec import LoadedSpec
 
 HANDLE_FILE = "handle.json"
+
+
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_run_id(run_id: str) -> str:
+    """A run id names a directory under the runs dir, a Slurm job and Kubernetes objects:
+    letters, digits, '.', '_' and '-' only, so it can never point elsewhere."""
+    if not _RUN_ID.fullmatch(run_id) or ".." in run_id:
+        raise UserError(f"--run-id {run_id!r}: use 1-128 letters, digits, '.', '_' or '-', starting "
+                        "with a letter or digit (no '/', no '..')")
+    return run_id
 
 
 def new_run_id(name: str) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alpaca_jobs.errors import UserError
+from alpaca_jobs.textfiles import read_utf8
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ def load_items(path: str | Path, limit: int | None = None) -> list[Item]:
         raise UserError(f"{path}: no such instruction file (self-instruct user-oriented JSONL)")
     items: list[Item] = []
     seen: dict[str, int] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(read_utf8(path).splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path}:{lineno}"

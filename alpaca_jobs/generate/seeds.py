@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alpaca_jobs.errors import DataError
+from alpaca_jobs.textfiles import check_text, read_utf8
 
 
 @dataclass(frozen=True)
@@ -27,17 +28,16 @@ def load_seeds(path: str | Path) -> list[SeedTask]:
     if not path.is_file():
         raise DataError(f"{path}: no such seed file (generate.seeds); give self-instruct seed JSONL")
     tasks: list[SeedTask] = []
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); "
-                                "each line must be one seed task object") from None
-            tasks.append(_task(obj, where))
+    for n, line in enumerate(read_utf8(path, DataError).splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                            "each line must be one seed task object") from None
+        tasks.append(_task(obj, where))
     if not tasks:
         raise DataError(f"{path}: no seed tasks in the file")
     return tasks
@@ -63,4 +63,5 @@ def _task(obj: object, where: str) -> SeedTask:
         values.append(value)
     if not values[1].strip():
         raise DataError(f"{where}: instances[0].output is empty; a seed task needs an example output")
+    check_text(instruction + values[0] + values[1], where, DataError)
     return SeedTask(instruction.strip(), values[0].strip(), values[1].strip(), where)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from alpaca_jobs.errors import DataError
+from alpaca_jobs.textfiles import check_text, read_utf8
 from alpaca_jobs.train.template import format_prompt
 
 IGNORE_INDEX = -100  # label of tokens that carry no loss (the prompt)
@@ -64,7 +65,7 @@ def _field(obj: dict[str, Any], key: str, where: str, required: bool = True) -> 
         return ""
     if not isinstance(value, str):
         raise DataError(f"{where}: field {key!r} must be a string, got {type(value).__name__}")
-    return value
+    return check_text(value, f"{where}: field {key!r}", DataError)
 
 
 def _records_from_obj(obj: Any, where: str) -> list[Record]:
@@ -98,7 +99,7 @@ def read_records(path: str | Path) -> list[Record]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such data file")
-    text = path.read_text(encoding="utf-8", errors="strict")
+    text = read_utf8(path, DataError)
     stripped = text.lstrip()
     records: list[Record] = []
     if stripped.startswith("["):
