@@ -75,6 +75,8 @@ def submit(spec: str, cluster: str, overrides: tuple[str, ...], sweep: str | Non
     ids = [base_id] if len(specs) == 1 else [f"{base_id}-{i}" for i in range(len(specs))]
     subs = [backend.render(loaded, rid) for loaded, rid in zip(specs, ids, strict=True)]
     if dry_run:
+        for loaded in specs:
+            backend.check_inputs(loaded)  # a malformed data file fails a dry run too
         click.echo(f"# dry run: {cluster} submission of {spec} (nothing submitted)")
         for sub, v in zip(subs, variants, strict=True):
             if len(subs) > 1:

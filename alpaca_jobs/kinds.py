@@ -67,7 +67,14 @@ def preflight_paths(loaded: LoadedSpec, visible: Callable[[str], bool] = lambda 
         if visible(spec.train.base_model):
             check_base_model(spec.train.base_model)
         if visible(spec.train.data):
-            read_records(spec.train.data)  # malformed data fails here, not in a worker
+            from alpaca_jobs.train.data import DataStats, clean_records
+
+            # Malformed data fails here, not in a worker; so does data with nothing to train on.
+            stats = DataStats()
+            if not clean_records(read_records(spec.train.data), stats):
+                raise UserError(f"{spec.train.data}: no usable examples (train.data): {stats.records_read} "
+                                f"records, {stats.skipped_empty_output} with an empty output, "
+                                f"{stats.skipped_duplicate} duplicates")
     elif spec.job == "generate":
         from alpaca_jobs.generate.seeds import load_seeds
 

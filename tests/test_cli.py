@@ -168,3 +168,17 @@ def test_run_ids_cannot_point_outside_the_runs_dir(tmp_path, bad):
     assert not any(tmp_path.iterdir())
     ok = cli("submit", "jobs/train-local.yaml", "--run-id", "alpaca-7b_v2.1", "--dry-run", "--set", f"runs_dir={tmp_path}")
     assert ok.returncode == 0, ok.stderr
+
+
+def test_dry_run_checks_the_data_and_empty_data_is_refused(tmp_path):
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"instruction": "a", "output": "b"}\n{broken\n')
+    empty = tmp_path / "empty.json"
+    empty.write_text('[{"instruction": "a", "output": "  "}]')
+    for data, needle in ((broken, "broken.jsonl:2: not valid JSON"),
+                         (empty, "no usable examples (train.data): 1 records, 1 with an empty output")):
+        for cluster in ("local", "slurm", "k8s"):
+            spec = "jobs/train-local.yaml" if cluster == "local" else "jobs/train.yaml"
+            proc = cli("submit", spec, "--cluster", cluster, "--dry-run", "--set", f"train.data={data}")
+            assert proc.returncode == 2 and needle in proc.stderr, (cluster, proc.stderr)
+            assert "Traceback" not in proc.stderr and "nothing submitted" not in proc.stdout

@@ -100,8 +100,18 @@ class Backend(ABC):
     @abstractmethod
     def cancel(self, handle: JobHandle) -> None: ...
 
-    def preflight(self, loaded: LoadedSpec) -> None:  # noqa: B027 - optional hook
-        """Checks that can fail before anything is submitted (paths visible from here, ...)."""
+    def preflight(self, loaded: LoadedSpec) -> None:
+        """Checks that can fail before anything is submitted: the inputs, then (backends add
+        them) whether this machine can submit at all."""
+        self.check_inputs(loaded)
+
+    def check_inputs(self, loaded: LoadedSpec) -> None:
+        """The spec's files that are visible from here (data, base model, seeds...): malformed
+        ones fail now, also in a dry run. Absolute paths that do not exist here are taken to be
+        on the cluster's storage."""
+        from alpaca_jobs import kinds
+
+        kinds.preflight_paths(loaded, lambda path: not path.startswith("/") or Path(path).exists())
 
     def finalize(self, handle: JobHandle) -> None:  # noqa: B027 - optional hook
         """After the job ended: add what only the scheduler knows to the run record."""

@@ -61,7 +61,10 @@ class LocalBackend(Backend):
                     "but this machine has no NVIDIA GPU; use a CPU spec (jobs/train-local.yaml) "
                     "or CLUSTER=slurm/k8s"
                 )
-        kinds.preflight_paths(loaded)
+        self.check_inputs(loaded)
+
+    def check_inputs(self, loaded: LoadedSpec) -> None:
+        kinds.preflight_paths(loaded)  # everything a local job reads is on this machine
 
     def submit(self, sub: Submission) -> JobHandle:
         import submitit

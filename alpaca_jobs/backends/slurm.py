@@ -126,9 +126,8 @@ class SlurmBackend(Backend):
                           header + text + "\n")
 
     def preflight(self, loaded: LoadedSpec) -> None:
+        self.check_inputs(loaded)  # paths on the cluster's shared storage: those visible here
         check_cluster(loaded)
-        # Paths on the cluster's shared storage may not be visible here: check those that are.
-        kinds.preflight_paths(loaded, lambda path: not path.startswith("/") or Path(path).exists())
 
     def submit(self, sub: Submission) -> JobHandle:
         loaded = LoadedSpec.from_payload(sub.payload)
