@@ -418,10 +418,16 @@ def flags() -> None:
 def flags_export(flags_db, output) -> None:
     """Write every flag as JSON lines (prompt, output, model, parameters, reason, time)."""
     import json
+    import sqlite3
 
     from alpaca_jobs.serve.flags import FlagStore
 
     if not Path(flags_db).is_file():
         raise UserError(f"--flags-db {flags_db}: no such database (has the server run with it?)")
-    for row in FlagStore(Path(flags_db)).all():
+    try:
+        rows = FlagStore(Path(flags_db)).all()
+    except sqlite3.DatabaseError as exc:
+        raise UserError(f"--flags-db {flags_db}: not a flags database ({exc}); give the SQLite "
+                        "file the serve job writes (serve.flags_db)") from None
+    for row in rows:
         output.write(json.dumps(row) + "\n")

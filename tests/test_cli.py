@@ -182,3 +182,11 @@ def test_dry_run_checks_the_data_and_empty_data_is_refused(tmp_path):
             proc = cli("submit", spec, "--cluster", cluster, "--dry-run", "--set", f"train.data={data}")
             assert proc.returncode == 2 and needle in proc.stderr, (cluster, proc.stderr)
             assert "Traceback" not in proc.stderr and "nothing submitted" not in proc.stdout
+
+
+def test_flags_export_of_a_file_that_is_not_sqlite_is_one_line(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a database\n" * 10)
+    proc = cli("flags", "export", "--flags-db", str(notes))
+    assert proc.returncode == 2 and "not a flags database" in proc.stderr and "Traceback" not in proc.stderr
+    assert notes.read_text() == "not a database\n" * 10  # left as it was
