@@ -201,3 +201,24 @@ def test_bad_inputs_fail_before_any_process_starts(tmp_path):
     proc = cli("submit", SPEC, "--set", f"runs_dir={tmp_path}/runs", "--set", f"train.base_model={tmp_path}/llama-7b")
     assert proc.returncode == 2 and "train.base_model:" in proc.stderr and "is not a directory" in proc.stderr
     assert not (tmp_path / "runs").exists()  # nothing was started
+
+
+def test_layout_options_activation_checkpointing_and_layer_class_are_honoured(baseline, runs, tmp_path):
+    """Recomputing activations changes memory, not maths: the first steps' losses are the
+    baseline's. A layer class the model does not have is refused, naming the layout field."""
+    import yaml
+
+    layout = yaml.safe_load((ROOT / "jobs/layouts/fsdp2-cpu.yaml").read_text())
+    layout["fsdp_config"]["fsdp_activation_checkpointing"] = True
+    path = tmp_path / "ac.yaml"
+    path.write_text(yaml.safe_dump(layout))
+    proc = cli("submit", SPEC, "--set", f"runs_dir={runs}", "--set", f"layout={path}",
+               "--set", "train.max_steps=3", "--run-id", "ac")
+    assert proc.returncode == 0, proc.stderr
+    assert _losses(runs / "ac") == pytest.approx(_losses(baseline[0])[:3], rel=1e-6)
+    layout["fsdp_config"]["fsdp_transformer_layer_cls_to_wrap"] = "GPT2Block"
+    path.write_text(yaml.safe_dump(layout))
+    proc = cli("submit", SPEC, "--set", f"runs_dir={runs}", "--set", f"layout={path}",
+               "--set", "train.max_steps=1", "--run-id", "wrong-class")
+    assert proc.returncode != 0
+    assert "fsdp_transformer_layer_cls_to_wrap: 'GPT2Block' is not a module class" in proc.stderr + proc.stdout

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from alpaca_jobs.train.data import IGNORE_INDEX, Example
+from alpaca_jobs.train.loss import target_positions
 from alpaca_jobs.train.plan import PAD_MULTIPLE, StepPlan, padded_length
 
 
@@ -39,8 +40,8 @@ class Row:
         return {k: getattr(self, k).to(device, non_blocking=True) for k in tensors}
 
 
-def build_row(examples: Sequence[Example], pad_id: int, pin: bool = False,
-              multiple: int = PAD_MULTIPLE) -> Row:
+def concat(examples: Sequence[Example]) -> tuple[list[int], list[int], list[int]]:
+    """Ids, positions restarting at 0 per example, and labels of examples laid end to end."""
     ids: list[int] = []
     pos: list[int] = []
     labels: list[int] = []
@@ -50,14 +51,19 @@ def build_row(examples: Sequence[Example], pad_id: int, pin: bool = False,
         # An example's first token is never a target: after the shift it would be predicted
         # from the previous example's last token.
         labels += [IGNORE_INDEX] + ex.labels[1:]
+    return ids, pos, labels
+
+
+def build_row(examples: Sequence[Example], pad_id: int, pin: bool = False,
+              multiple: int = PAD_MULTIPLE) -> Row:
+    ids, pos, labels = concat(examples)
     real = len(ids)
     width = padded_length(real, multiple)
     pad = width - real
     ids += [pad_id] * pad
     pos += range(pad)
     labels += [IGNORE_INDEX] * pad
-    target_pos = [p for p in range(width - 1) if labels[p + 1] != IGNORE_INDEX]
-    target_ids = [labels[p + 1] for p in target_pos]
+    target_pos, target_ids = target_positions(labels)
     lengths = [len(ex.input_ids) for ex in examples] + ([pad] if pad else [])
 
     def t(values: list[int], rows: bool) -> torch.Tensor:

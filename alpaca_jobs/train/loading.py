@@ -37,8 +37,13 @@ class LossModel(torch.nn.Module):
         picked = hidden[0].index_select(0, target_pos)  # positions whose next token is a target
         return linear_cross_entropy_sum(picked, self.lm.get_output_embeddings().weight, target_ids)
 
-    def decoder_layers(self) -> list[torch.nn.Module]:
-        return list(getattr(self.lm, self.lm.base_model_prefix).layers)
+    def decoder_layers(self, class_name: str = "auto") -> list[torch.nn.Module]:
+        """The blocks FSDP shards one by one: instances of the layout's
+        ``fsdp_transformer_layer_cls_to_wrap`` ("auto": derived from the model)."""
+        from alpaca_jobs.train.models import decoder_layer_class
+
+        name = decoder_layer_class(self.lm, class_name)
+        return [m for m in self.lm.modules() if type(m).__name__ == name]
 
 
 def _read_on_rank0(base: Path, tok, d: Dist):
@@ -59,7 +64,7 @@ def _read_on_rank0(base: Path, tok, d: Dist):
 
 
 def load_sharded(base: Path, tok, d: Dist, shard_fn) -> tuple[LossModel, int, int]:
-    """The model, sharded by ``shard_fn(root, layers)``, with the base weights; its size, and
+    """The model, sharded by ``shard_fn(root)``, with the base weights; its size, and
     the parameters that count in model FLOPs."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -79,7 +84,7 @@ def load_sharded(base: Path, tok, d: Dist, shard_fn) -> tuple[LossModel, int, in
         lm.generation_config = real.generation_config
         full = {f"lm.{k}": v for k, v in real.state_dict().items()}
         buffers = {f"lm.{k}": v for k, v in real.named_buffers()}
-    shard_fn(root, root.decoder_layers())
+    shard_fn(root)
     root.to_empty(device=d.device)
     set_model_state_dict(root, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
     with torch.no_grad():

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from alpaca_jobs.errors import UserError
 from alpaca_jobs.spec import LoadedSpec
 from alpaca_jobs.train import checkpoint
 from alpaca_jobs.train.batches import Feeder, Row
@@ -155,6 +156,9 @@ def _restore(root, optimizer, scheduler, run_dir: Path, metrics: Path, d: Dist) 
             metrics.unlink()  # a run that never checkpointed starts over
     else:
         path, saved = found
+        if "scheduler" not in saved:
+            raise UserError(f"{path}: a checkpoint of the training loop before 2026-12-04 (accelerate's "
+                            "format), which this version cannot resume; start a new --run-id")
         checkpoint.load(path, root, optimizer)
         scheduler.load_state_dict(saved["scheduler"])
         state = LoopState(**saved["loop"])
@@ -313,9 +317,13 @@ def _prepare(loaded: LoadedSpec, base: Path, d: Dist):
         log.warning("layout.compile: not compiling with per_sequence attention (no varlen or flex here)")
         compiled = False
 
-    def shard_fn(root, layers):
+    def shard_fn(root):
         attention.install(root.lm, impl)
-        shard(root, layers, layout, d, compiled)
+        if layout.fsdp_config.fsdp_activation_checkpointing:
+            # Recompute each decoder layer's activations in backward (transformers' own hook).
+            root.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        shard(root, root.decoder_layers(layout.fsdp_config.fsdp_transformer_layer_cls_to_wrap),
+              layout, d, compiled)
 
     root, num_params, matmul_params = load_sharded(base, tok, d, shard_fn)
     preambles = (cfg.prompt.preamble_with_input, cfg.prompt.preamble_no_input)

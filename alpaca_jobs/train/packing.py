@@ -16,15 +16,9 @@ from alpaca_jobs.train.data import IGNORE_INDEX, Example
 
 def pack(examples: list[Example]) -> dict[str, torch.Tensor]:
     """One row: concatenated ids, per-example positions, labels (first token of each: -100)."""
-    ids: list[int] = []
-    pos: list[int] = []
-    labels: list[int] = []
-    for ex in examples:
-        ids += ex.input_ids
-        pos += range(len(ex.input_ids))
-        # The first token of an example is never predicted: after the shift it would be the
-        # target of the previous example's last token.
-        labels += [IGNORE_INDEX] + ex.labels[1:]
+    from alpaca_jobs.train.batches import concat
+
+    ids, pos, labels = concat(examples)
     return {
         "input_ids": torch.tensor([ids], dtype=torch.long),
         "position_ids": torch.tensor([pos], dtype=torch.long),

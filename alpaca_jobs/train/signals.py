@@ -1,7 +1,7 @@
 """Stop requests: SIGTERM (preemption, `alpaca-jobs cancel`) and SIGUSR2 (time limit).
 
-The handler only sets a flag. The loop asks at each step boundary, all processes agree
-through one all-reduce (if any process was told, all stop), checkpoint, and exit cleanly.
+The handler only sets a flag. The loop reads it every few steps, all processes agree through
+one all-reduce (if any process was told, all stop), checkpoint, and exit cleanly.
 """
 
 from __future__ import annotations
@@ -33,13 +33,3 @@ class StopFlag:
             log.warning("received %s: will checkpoint and stop at the end of this step",
                         signal.Signals(signum).name)
         self.signum = signum
-
-    def agreed(self, device) -> bool:
-        """Collective: True on every process if any process was asked to stop."""
-        import torch
-        import torch.distributed as dist
-
-        t = torch.tensor([1.0 if self.signum is not None else 0.0], device=device)
-        if dist.is_initialized():
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
