@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from alpaca_jobs.errors import UserError
+from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.ops.prices import ApiPrice, api_price
 
 log = logging.getLogger(__name__)

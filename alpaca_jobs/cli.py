@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from alpaca_jobs.errors import UserError
+from alpaca_jobs.common.errors import UserError
 
 RUNS_DIR_ENV = "ALPACA_JOBS_RUNS_DIR"
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from alpaca_jobs.errors import UserError
+from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.spec import LoadedSpec
 
 # kind -> (entry function "module:function", module for plain launchers, long-running?)
@@ -58,7 +58,7 @@ def payload_main(kind: str, argv: list[str] | None = None) -> int:
 
 def preflight_paths(loaded: LoadedSpec, visible: Callable[[str], bool] = lambda _: True) -> None:
     """Check inputs that this machine can see (``visible``) before anything is submitted."""
-    from alpaca_jobs.train.models import check_base_model
+    from alpaca_jobs.common.presets import check_base_model
 
     spec = loaded.spec
     if spec.job == "train":

@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from alpaca_jobs.errors import SpecError
+from alpaca_jobs.common.errors import SpecError
 
 JOBS = ("generate", "train", "serve", "evaluate")  # the stages, in pipeline order
 MAX_GPUS_PER_NODE = 16  # no node sold today has more; a bigger number is a typo
@@ -448,7 +448,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    from alpaca_jobs.textfiles import read_utf8
+    from alpaca_jobs.common.textfiles import read_utf8
 
     if not path.is_file():
         raise SpecError(f"{path}: no such file")

@@ -20,7 +20,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from transformers import AttentionInterface, LlamaConfig, LlamaForCausalLM
 
-from alpaca_jobs.errors import UserError
+from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.train import attention
 
 CPU = torch.device("cpu")

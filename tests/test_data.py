@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from alpaca_jobs.errors import DataError
+from alpaca_jobs.common.errors import DataError
+from alpaca_jobs.common.template import format_prompt
 from alpaca_jobs.train.data import IGNORE_INDEX, build_examples, read_records
-from alpaca_jobs.train.template import format_prompt
 
 PRE = ("PRE-IN.", "PRE-NO.")
 

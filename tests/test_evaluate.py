@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-from alpaca_jobs.errors import SpecError, UserError
+from alpaca_jobs.common.errors import SpecError, UserError
 from alpaca_jobs.evaluate import judge, stats
 from alpaca_jobs.evaluate.human import MAX_BODY, create_rating_app
 from alpaca_jobs.evaluate.instructions import Item, load_items

@@ -3,8 +3,9 @@ import copy
 import pytest
 import torch
 
-from alpaca_jobs.errors import UserError
-from alpaca_jobs.train.models import add_pad_token, check_base_model, decoder_layer_class
+from alpaca_jobs.common.errors import UserError
+from alpaca_jobs.common.presets import check_base_model
+from alpaca_jobs.train.models import add_pad_token, decoder_layer_class
 
 
 def test_pad_token_is_added_with_mean_embedding(tiny_dir):

@@ -25,7 +25,7 @@ import yaml
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
-from alpaca_jobs.errors import UserError
+from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.ops import ledger, metrics, report, sinks
 from tests.conftest import ROOT
 

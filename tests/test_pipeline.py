@@ -13,7 +13,7 @@ import yaml
 from conftest import ROOT, cli
 from teacher import Teacher
 
-from alpaca_jobs.errors import SpecError
+from alpaca_jobs.common.errors import SpecError
 from alpaca_jobs.pipeline.spec import load_pipeline
 
 

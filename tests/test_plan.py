@@ -3,7 +3,7 @@ import statistics
 
 import pytest
 
-from alpaca_jobs.errors import UserError
+from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.train.plan import StepPlan, padded_length
 
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from alpaca_jobs.errors import SpecError
+from alpaca_jobs.common.errors import SpecError
 from alpaca_jobs.spec import apply_override, load_spec, parse_duration_minutes
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 
 from alpaca_jobs.backends.base import Backend
-from alpaca_jobs.errors import UserError
+from alpaca_jobs.common.errors import UserError
 
 BACKENDS = {
     "local": "alpaca_jobs.backends.local:LocalBackend",

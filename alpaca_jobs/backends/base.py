@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alpaca_jobs.errors import UserError
+from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.spec import LoadedSpec
 
 HANDLE_FILE = "handle.json"
@@ -58,7 +58,7 @@ class JobHandle:
     submitted_at: str = ""
 
     def save(self) -> None:
-        from alpaca_jobs.train.checkpoint import atomic_write
+        from alpaca_jobs.common.files import atomic_write
 
         atomic_write(Path(self.run_dir) / HANDLE_FILE, json.dumps(asdict(self), indent=1))
 

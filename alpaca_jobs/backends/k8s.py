@@ -14,7 +14,7 @@ from typing import Any
 
 from alpaca_jobs.backends import k8s_objects as objs
 from alpaca_jobs.backends.base import Backend, JobHandle, Submission
-from alpaca_jobs.errors import UserError
+from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.spec import LoadedSpec
 
 

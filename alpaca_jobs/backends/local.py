@@ -30,7 +30,7 @@ class LocalBackend(Backend):
         spec = loaded.spec
         run_dir = (Path(spec.runs_dir) / run_id).resolve()
         if spec.resources.nodes != 1:
-            from alpaca_jobs.errors import UserError
+            from alpaca_jobs.common.errors import UserError
 
             raise UserError(f"{loaded.path}: resources.nodes is {spec.resources.nodes}; "
                             "the local backend runs on this one machine (use CLUSTER=slurm)")
@@ -54,7 +54,7 @@ class LocalBackend(Backend):
             import shutil
 
             if shutil.which("nvidia-smi") is None:
-                from alpaca_jobs.errors import UserError
+                from alpaca_jobs.common.errors import UserError
 
                 raise UserError(
                     f"{loaded.path}: resources.gpus_per_node is {loaded.spec.resources.gpus_per_node} "

@@ -21,7 +21,7 @@ from typing import Any
 from alpaca_jobs import kinds
 from alpaca_jobs.backends.base import ACTIVE_STATES, Backend, JobHandle, Submission
 from alpaca_jobs.backends.naming import translate
-from alpaca_jobs.errors import UserError
+from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.spec import JobSpec, LoadedSpec
 
 SIGNAL_DELAY_S = 120  # USR2 this long before the time limit: time to write a checkpoint

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from alpaca_jobs.errors import UserError
+from alpaca_jobs.common.errors import UserError
 
 
 @click.command("evaluate")

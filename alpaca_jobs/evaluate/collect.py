@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from alpaca_jobs.errors import UserError
+from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.evaluate.instructions import Item
 from alpaca_jobs.evaluate.store import Appender, read_jsonl
 from alpaca_jobs.spec import Endpoint, System

@@ -14,8 +14,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from alpaca_jobs.errors import UserError
-from alpaca_jobs.textfiles import read_utf8
+from alpaca_jobs.common.errors import UserError
+from alpaca_jobs.common.textfiles import read_utf8
 
 
 @dataclass(frozen=True)

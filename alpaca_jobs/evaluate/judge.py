@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from alpaca_jobs.errors import UserError
+from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.evaluate.collect import output_key, stop_pools
 from alpaca_jobs.evaluate.instructions import Item
 from alpaca_jobs.evaluate.store import Appender, read_jsonl

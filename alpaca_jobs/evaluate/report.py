@@ -68,7 +68,7 @@ def _position(judgments: list[dict]) -> dict[str, Any]:
 
 
 def write(report: dict[str, Any], items: list[Item], outputs: dict, run_dir: Path) -> list[Path]:
-    from alpaca_jobs.train.checkpoint import atomic_write
+    from alpaca_jobs.common.files import atomic_write
 
     paths = [run_dir / "report.json", run_dir / "report.png", run_dir / "report.html"]
     atomic_write(paths[0], json.dumps(report, indent=1, ensure_ascii=False) + "\n")

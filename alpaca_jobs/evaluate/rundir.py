@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from alpaca_jobs.errors import UserError
+from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.evaluate.instructions import Item
 from alpaca_jobs.spec import EvaluateConfig
 
@@ -29,7 +29,7 @@ _SUMMED = ("requests", "retries", "input_tokens", "output_tokens", "cost_usd")
 def pin(run_dir: Path, cfg: EvaluateConfig, items: list[Item]) -> None:
     """Write the config and items; a run dir begun for other systems is refused (its outputs
     would be mixed with the new ones)."""
-    from alpaca_jobs.train.checkpoint import atomic_write
+    from alpaca_jobs.common.files import atomic_write
 
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / CONFIG
@@ -71,7 +71,7 @@ def load(run_dir: str | Path) -> Run:
 
 def save_usage(run_dir: Path, attempt: str, spends: dict[str, Any]) -> dict[str, Any]:
     """Write this attempt's API spend, then return the run's total over every attempt."""
-    from alpaca_jobs.train.checkpoint import atomic_write
+    from alpaca_jobs.common.files import atomic_write
 
     (run_dir / USAGE_DIR).mkdir(parents=True, exist_ok=True)
     this = {role: s.as_dict() for role, s in spends.items()}

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from alpaca_jobs.errors import UserError
+from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.evaluate import rundir
 
 log = logging.getLogger(__name__)
@@ -139,11 +139,11 @@ def _record(payload, loaded, run_dir: Path, t0: float, started: str, attempt: st
 def preflight(loaded, visible=lambda _: True) -> None:
     """Checks before submission, on what this machine can see: the instruction set parses, the
     judge prompt has its placeholders, model directories exist."""
+    from alpaca_jobs.common.presets import check_base_model
     from alpaca_jobs.evaluate.collect import DEFAULT_MODEL
     from alpaca_jobs.evaluate.instructions import load_items
     from alpaca_jobs.evaluate.judge import load_prompt
     from alpaca_jobs.serve.server import resolve_model
-    from alpaca_jobs.train.models import check_base_model
 
     cfg = loaded.spec.evaluate
     if visible(cfg.instructions):

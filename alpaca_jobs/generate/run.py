@@ -57,7 +57,7 @@ class Generation:
         self.stop = stop
         self.seeds: list[SeedTask] = load_seeds(cfg.seeds)
         if len(self.seeds) < cfg.prompt_examples:
-            from alpaca_jobs.errors import UserError
+            from alpaca_jobs.common.errors import UserError
 
             raise UserError(f"generate.prompt_examples is {cfg.prompt_examples} but {cfg.seeds} "
                             f"has only {len(self.seeds)} seed tasks")
@@ -201,7 +201,7 @@ class Generation:
                 f"req {s.requests} tok {s.input_tokens + s.output_tokens} ${s.cost():.4f}")
 
     def write_outputs(self) -> None:
-        from alpaca_jobs.train.checkpoint import atomic_write
+        from alpaca_jobs.common.files import atomic_write
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         data = [{k: r[k] for k in ("instruction", "input", "output")} for r in self.kept]

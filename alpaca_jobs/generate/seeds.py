@@ -11,8 +11,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from alpaca_jobs.errors import DataError
-from alpaca_jobs.textfiles import check_text, read_utf8
+from alpaca_jobs.common.errors import DataError
+from alpaca_jobs.common.textfiles import check_text, read_utf8
 
 
 @dataclass(frozen=True)

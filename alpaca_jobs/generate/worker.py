@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from alpaca_jobs.errors import UserError
+from alpaca_jobs.common.errors import UserError
 
 
 def generate_job(payload: dict[str, Any]) -> dict[str, Any]:
@@ -20,10 +20,10 @@ def generate_job(payload: dict[str, Any]) -> dict[str, Any]:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "openai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from alpaca_jobs.common.signals import StopFlag
     from alpaca_jobs.generate.run import Generation
     from alpaca_jobs.ops.records import build_record, own_usage, publish
     from alpaca_jobs.spec import LoadedSpec
-    from alpaca_jobs.train.signals import StopFlag
 
     started, t0 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.monotonic()
     loaded = LoadedSpec.from_payload(payload)

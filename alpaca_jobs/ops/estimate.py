@@ -20,7 +20,7 @@ from pathlib import Path
 
 import click
 
-from alpaca_jobs.errors import UserError
+from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.ops.prices import PEAK_BF16_FLOPS, gpu_price
 
 ALPACA_EXAMPLES = 52_002  # records in Stanford's alpaca_data.json

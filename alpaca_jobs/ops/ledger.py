@@ -21,7 +21,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
-from alpaca_jobs.errors import UserError
+from alpaca_jobs.common.errors import UserError
 
 LEDGER_ENV = "ALPACA_JOBS_LEDGER"
 JOURNAL_ENV = "ALPACA_JOBS_LEDGER_JOURNAL"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alpaca_jobs.errors import UserError
+from alpaca_jobs.common.errors import UserError
 
 
 @dataclass(frozen=True)

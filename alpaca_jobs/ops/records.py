@@ -80,7 +80,7 @@ class RunRecord:
     finished_at: str = ""
 
     def write(self, run_dir: Path) -> Path:
-        from alpaca_jobs.train.checkpoint import atomic_write
+        from alpaca_jobs.common.files import atomic_write
 
         path = run_dir / RECORD_FILE
         atomic_write(path, json.dumps(asdict(self), indent=1) + "\n")
@@ -179,7 +179,7 @@ def add_scheduler_usage(run_dir: Path, usage: dict[str, Any]) -> dict[str, Any] 
     usage = {**usage, "own_gpu_seconds": rec["gpu_seconds"], "difference_seconds": round(diff, 3),
              "tolerance_seconds": round(tol, 3), "agree": abs(diff) <= tol and usage["gpus"] == gpus}
     rec["scheduler"] = usage
-    from alpaca_jobs.train.checkpoint import atomic_write
+    from alpaca_jobs.common.files import atomic_write
 
     atomic_write(run_dir / RECORD_FILE, json.dumps(rec, indent=1) + "\n")
     try:  # the ledger's row carries the scheduler's figures too

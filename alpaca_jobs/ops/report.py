@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m alpaca_jobs.ops.report``: the same command outside the CLI group."""
     import sys
 
-    from alpaca_jobs.errors import UserError
+    from alpaca_jobs.common.errors import UserError
 
     try:
         report_command.main(argv, prog_name="python -m alpaca_jobs.ops.report", standalone_mode=False)

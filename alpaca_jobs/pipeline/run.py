@@ -22,7 +22,7 @@ from typing import Any
 from alpaca_jobs import kinds
 from alpaca_jobs.backends import get_backend
 from alpaca_jobs.backends.base import ACTIVE_STATES, JobHandle
-from alpaca_jobs.errors import UserError
+from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.ops.records import load_record
 from alpaca_jobs.pipeline.spec import PipelineSpec, load_pipeline, resolve
 from alpaca_jobs.spec import load_spec
@@ -53,7 +53,7 @@ class Pipeline:
     checks: dict[str, Any] = field(default_factory=dict)
 
     def save(self) -> None:
-        from alpaca_jobs.train.checkpoint import atomic_write
+        from alpaca_jobs.common.files import atomic_write
 
         self.dir.mkdir(parents=True, exist_ok=True)
         body = {"id": self.id, "spec": self.spec_path, "cluster": self.cluster,

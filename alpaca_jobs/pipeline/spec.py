@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError, model_validator
 
-from alpaca_jobs.errors import SpecError
+from alpaca_jobs.common.errors import SpecError
 from alpaca_jobs.spec import JOBS, _format_validation, _read_yaml, _Strict
 
 PLACEHOLDER = re.compile(r"\$\{([a-z]+\.[a-z]+)\}")

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
+from alpaca_jobs.common.template import format_prompt
 from alpaca_jobs.serve.watermark import WatermarkConfig, WatermarkLogitsProcessor
-from alpaca_jobs.train.template import format_prompt
 
 ALPACA_MARKER = "alpaca_prompt.json"
 

@@ -12,7 +12,7 @@ import logging
 import os
 from pathlib import Path
 
-from alpaca_jobs.errors import UserError
+from alpaca_jobs.common.errors import UserError
 
 DEFAULT_WATERMARK_KEY = "alpaca-jobs-public-default-watermark-key"
 log = logging.getLogger(__name__)

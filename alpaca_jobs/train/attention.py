@@ -34,7 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from alpaca_jobs.errors import UserError
+from alpaca_jobs.common.errors import UserError
 
 IMPLEMENTATIONS = ("varlen", "flex", "per_sequence")
 LAYOUT_FIELD = "layout.attention"

@@ -14,20 +14,12 @@ optimizer state: written synchronously every 100 steps it cost 0.5-1 GPU-hour pe
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-
-def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+from alpaca_jobs.common.files import atomic_write
 
 
 def ckpt_root(run_dir: Path) -> Path:

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from alpaca_jobs.errors import DataError
-from alpaca_jobs.textfiles import check_text, read_utf8
-from alpaca_jobs.train.template import format_prompt
+from alpaca_jobs.common.errors import DataError
+from alpaca_jobs.common.template import format_prompt
+from alpaca_jobs.common.textfiles import check_text, read_utf8
 
 IGNORE_INDEX = -100  # label of tokens that carry no loss (the prompt)
 

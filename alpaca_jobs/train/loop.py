@@ -27,13 +27,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from alpaca_jobs.errors import UserError
+from alpaca_jobs.common.errors import UserError
+from alpaca_jobs.common.signals import StopFlag
 from alpaca_jobs.spec import LoadedSpec
 from alpaca_jobs.train import checkpoint
 from alpaca_jobs.train.batches import Feeder, Row
 from alpaca_jobs.train.fsdp import Dist
 from alpaca_jobs.train.plan import PAD_MULTIPLE, StepPlan, padded_length
-from alpaca_jobs.train.signals import StopFlag
 from alpaca_jobs.train.usage import UsageMeter
 
 log = logging.getLogger(__name__)

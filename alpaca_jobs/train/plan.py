@@ -18,7 +18,7 @@ import math
 import random
 from collections.abc import Sequence
 
-from alpaca_jobs.errors import UserError
+from alpaca_jobs.common.errors import UserError
 
 PAD_MULTIPLE = 128  # compiled layers get rows padded to a multiple of this: few distinct shapes
 

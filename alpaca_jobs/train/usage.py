@@ -9,7 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
-from alpaca_jobs.train.checkpoint import atomic_write
+from alpaca_jobs.common.files import atomic_write
 
 
 def _cpu_seconds() -> float:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from alpaca_jobs.errors import UserError
+from alpaca_jobs.common.errors import UserError
 
 
 def _export_dist_env() -> None:
@@ -53,8 +53,8 @@ def train_job(payload: dict[str, Any]) -> dict[str, Any] | None:
     run_dir = Path(payload["run_dir"])
     meter = UsageMeter(run_dir)
     loaded = LoadedSpec.from_payload(payload)
+    from alpaca_jobs.common.signals import StopFlag
     from alpaca_jobs.train import loop
-    from alpaca_jobs.train.signals import StopFlag
 
     stop = StopFlag().install()
     try:

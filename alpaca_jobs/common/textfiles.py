@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alpaca_jobs.errors import UserError
+from alpaca_jobs.common.errors import UserError
 
 
 def read_utf8(path: str | Path, error: type[UserError] = UserError) -> str:
