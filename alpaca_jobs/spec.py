@@ -25,9 +25,9 @@ from pydantic import (
     model_validator,
 )
 
+from alpaca_jobs.common import kinds
 from alpaca_jobs.common.errors import SpecError
 
-JOBS = ("generate", "train", "serve", "evaluate")  # the stages, in pipeline order
 MAX_GPUS_PER_NODE = 16  # no node sold today has more; a bigger number is a typo
 IMAGE_ENV = "ALPACA_JOBS_IMAGE"  # "<repository>:<tag>": job X runs "<repository>/X:<tag>"
 DEFAULT_IMAGE = "alpaca-jobs:latest"
@@ -338,7 +338,7 @@ class EvaluateConfig(_Strict):
 
 
 class JobSpec(_Strict):
-    job: Literal["generate", "train", "serve", "evaluate"]
+    job: str = Field(description="the job kind: generate, train, serve, evaluate (common/kinds.py)")
     name: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
     image: str | None = Field(None, description=f"default: from {IMAGE_ENV} (see image_for)")
     runs_dir: str = "runs"
@@ -352,16 +352,23 @@ class JobSpec(_Strict):
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)
     k8s: K8sConfig = Field(default_factory=K8sConfig)
 
+    @field_validator("job")
+    @classmethod
+    def _known_kind(cls, job: str) -> str:
+        if job not in kinds.names():
+            raise ValueError(f"unknown job kind {job!r}; the kinds are {', '.join(kinds.names())}")
+        return job
+
     @model_validator(mode="after")
     def _check(self) -> JobSpec:
-        for section in JOBS:
+        for section in SECTIONS:  # a kind's own section: required for it, refused for the others
             if section == self.job and getattr(self, section) is None:
                 raise ValueError(f"{section}: required for a {self.job} job")
             if section != self.job and getattr(self, section) is not None:
                 raise ValueError(f"{section}: not allowed in a {self.job} job")
-        if self.job != "train":
-            if self.resources.world_size != 1:
-                raise ValueError(f"resources: a {self.job} job runs one process (one GPU at most)")
+        if not kinds.get(self.job).per_gpu and self.resources.world_size != 1:
+            raise ValueError(f"resources: a {self.job} job runs one process (one GPU at most)")
+        if self.train is None:
             return self
         if self.train.tokens_per_micro_step < self.train.max_length:
             raise ValueError(
@@ -384,6 +391,9 @@ class JobSpec(_Strict):
             return 1
         per_step = self.train.micro_batch_size * self.resources.world_size
         return self.train.global_batch_size // per_step
+
+
+SECTIONS = ("generate", "train", "serve", "evaluate")  # kinds with a section of their own
 
 
 @dataclass(frozen=True)

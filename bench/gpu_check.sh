@@ -21,8 +21,8 @@ python3 -c "import torch, transformers; print('torch', torch.__version__, 'trans
 
 echo "== 1. smoke: tiny preset, FSDP2 bf16, compile, varlen, async checkpoint at step 3, consolidate"
 SMOKE=/tmp/gpu-runs/smoke
-timeout 120 python3 -m torch.distributed.run --standalone --nproc-per-node=1 -m alpaca_jobs.train.worker \
-  jobs/train.yaml $SMOKE --set resources.gpus_per_node=1 --set resources.gpu_type=h200 \
+timeout 120 python3 -m torch.distributed.run --standalone --nproc-per-node=1 -m alpaca_jobs.runtime \
+  --spec jobs/train.yaml --run-dir $SMOKE --set resources.gpus_per_node=1 --set resources.gpu_type=h200 \
   --set cost.gpu_hour_usd=0 --set train.base_model=preset:tiny-llama --set train.data=seeds/seed_tasks.jsonl \
   --set train.max_steps=6 --set train.checkpoint_every_steps=3 --set train.global_batch_size=16 \
   --set train.learning_rate=1.0e-3 >"$OUT/smoke.log" 2>&1

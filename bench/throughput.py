@@ -12,7 +12,7 @@ per target token (padding and packing overhead) of each side; on a GPU also MFU.
 What runs (each run a fresh subprocess, so process start and model loading are outside the
 per-step times on both sides):
 - ours: ``python -m torch.distributed.run --standalone --nproc-per-node=P -m
-  alpaca_jobs.train.worker SPEC RUN_DIR --backend bench --set ...`` (SPEC: jobs/train-local.yaml
+  alpaca_jobs.runtime --spec SPEC --run-dir RUN_DIR --backend bench --set ...`` (SPEC: jobs/train-local.yaml
   on CPU, jobs/train.yaml on a GPU), FSDP2 over gloo (CPU) or NCCL, packed rows.
 - Trainer: ``bench/trainer_side.py`` with the same spec and overrides, i.e.
   ``alpaca_jobs.train.reference.trainer_losses``: padded micro-batches of 4 per process,
@@ -47,7 +47,7 @@ Fairness conditions:
   target tokens / step seconds; then the median over --repeats (>= 3) runs per side, the
   sides interleaved (ours, Trainer, ours, Trainer, ...).
 - MFU (GPU): model FLOPs = 6 N tokens + 12 L d sum(len^2) over real (unpadded) tokens, as
-  alpaca_jobs.train.worker records it, over the timed steps, against the dense bf16 peak of
+  the train job's record holds it, over the timed steps, against the dense bf16 peak of
   alpaca_jobs.ops.prices.peak_flops for the device (H200: 989 TFLOP/s) times processes; ours'
   run.json ``mfu`` (all steps, warm-up included) is printed beside it.
 
@@ -235,8 +235,8 @@ def _run(cmd: list[str], threads: int, log: Path, timeout: float) -> None:
 
 def run_ours(s: Setup, sets: list[str], processes: int, threads: int, name: str) -> SideRun:
     run_dir = s.tmp / "runs" / name
-    cmd = _launch(processes, True) + ["-m", "alpaca_jobs.train.worker", s.spec, str(run_dir),
-                                      "--backend", "bench"]
+    cmd = _launch(processes, True) + ["-m", "alpaca_jobs.runtime", "--spec", s.spec, "--run-dir",
+                                      str(run_dir), "--backend", "bench"]
     for x in sets:
         cmd += ["--set", x]
     _run(cmd, threads, s.tmp / f"{name}.log", s.args.timeout)

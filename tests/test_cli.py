@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from alpaca_jobs.ops.estimate import estimate
-from alpaca_jobs.ops.records import Usage, cost_fields, format_report, read_usage
+from alpaca_jobs.ops.present import format_report
+from alpaca_jobs.ops.record import Usage, cost_fields
+from alpaca_jobs.ops.usage import read_usage
 from tests.conftest import ROOT, cli
 
 
@@ -40,7 +42,7 @@ def test_dry_run_prints_the_exact_submission_and_submits_nothing(tmp_path):
     proc = cli("submit", "jobs/train-local.yaml", "--dry-run", "--set", f"runs_dir={tmp_path}", "--run-id", "r1")
     assert proc.returncode == 0, proc.stderr
     assert "executor: submitit.LocalExecutor" in proc.stdout
-    assert "tasks_per_node: 2" in proc.stdout and "function: alpaca_jobs.train.worker:train_job" in proc.stdout
+    assert "tasks_per_node: 2" in proc.stdout and "function: alpaca_jobs.runtime:run_payload (alpaca_jobs.train.worker:train_body)" in proc.stdout
     assert not (tmp_path / "r1").exists()
 
 

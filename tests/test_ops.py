@@ -138,8 +138,9 @@ def test_ledger_location(tmp_path, monkeypatch):
 
 
 def test_publish_writes_ledger_and_textfile_and_survives_a_dead_pushgateway(tmp_path, monkeypatch, caplog):
-    """records.publish -> sinks: ledger row, node_exporter textfile; a failing push only warns."""
-    from alpaca_jobs.ops.records import RunRecord, publish
+    """sinks.publish_record: run.json, ledger row, node_exporter textfile; a failing push only warns."""
+    from alpaca_jobs.ops.record import RunRecord
+    from alpaca_jobs.ops.sinks import publish_record as publish
 
     monkeypatch.delenv(ledger.LEDGER_ENV, raising=False)
     monkeypatch.setenv(metrics.TEXTFILE_DIR_ENV, str(tmp_path / "textfile"))
@@ -204,14 +205,16 @@ def test_metric_names_units_and_labels():
 
 def test_serve_app_metrics_include_the_jobs_own(tmp_path):
     """The serve job registers a live collector: its /metrics shows alpaca_job_* as they stand."""
+    from alpaca_jobs.job import Payload
+    from alpaca_jobs.runtime import new_job
     from alpaca_jobs.serve.app import ServeState, create_app
     from alpaca_jobs.spec import load_spec
 
     loaded = load_spec(ROOT / "jobs/serve-local.yaml", ["resources.gpus_per_node=1",
                                                        "resources.gpu_type=a100-80gb"])
-    payload = {**loaded.payload(), "run_id": "serve-live", "backend": "k8s",
-               "run_dir": str(tmp_path / "serve-live")}
-    collector = metrics.live_collector(payload, loaded, "2026-11-01T00:00:00Z", time.monotonic() - 7200)
+    job = new_job(Payload.build(loaded, "serve-live", "k8s", tmp_path / "serve-live"))
+    job.meter.t0 = time.time() - 7200  # as if the process had started two hours ago
+    collector = metrics.RecordCollector(lambda: vars(job.record("running")))  # as serve_body does
     app = create_app(ServeState(engine=None, flags=None, collectors=[collector]))
     route = next(r for r in app.routes if getattr(r, "path", None) == "/metrics")
     body = asyncio.run(route.endpoint()).body.decode()

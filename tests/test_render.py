@@ -20,7 +20,7 @@ def test_seven_b_recipe_asks_for_one_full_a100_node():
     for line in ("#SBATCH --nodes=1", "#SBATCH --ntasks-per-node=8", "#SBATCH --gpus-per-node=8",
                  "#SBATCH --signal=USR2@120", "#SBATCH --requeue"):
         assert line in text
-    assert "alpaca_jobs.train.worker jobs/train.yaml" in text
+    assert "alpaca_jobs.runtime --spec jobs/train.yaml" in text
 
 
 def test_site_names_and_containers_come_from_configuration():

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from alpaca_jobs.common.errors import UserError
+from alpaca_jobs.common.files import atomic_write
 from alpaca_jobs.spec import LoadedSpec
 
 HANDLE_FILE = "handle.json"
@@ -58,8 +59,6 @@ class JobHandle:
     submitted_at: str = ""
 
     def save(self) -> None:
-        from alpaca_jobs.common.files import atomic_write
-
         atomic_write(Path(self.run_dir) / HANDLE_FILE, json.dumps(asdict(self), indent=1))
 
     @classmethod
@@ -72,11 +71,28 @@ ACTIVE_STATES = {"RUNNING", "PENDING", "REQUEUED", "CONFIGURING", "COMPLETING", 
                  "RESIZING", "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT"}
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do, so callers ask instead of branching on its name."""
+
+    dependencies: bool = False  # the scheduler holds a job until the ones named in ``after`` complete
+    reachable: bool = False  # a service it runs can be reached from this machine (its URL works here)
+    attached: bool = False  # jobs run as children of this session: followed by default, stopped with it
+
+
 class Backend(ABC):
     name: str
+    capabilities: Capabilities = Capabilities()
 
     @abstractmethod
-    def render(self, loaded: LoadedSpec, run_id: str) -> Submission: ...
+    def render(self, loaded: LoadedSpec, run_id: str, after: list[str] | None = None) -> Submission:
+        """The submission, exactly as ``submit`` sends it. ``after``: job ids this run waits on
+        (backends with ``capabilities.dependencies`` only)."""
+
+    def _no_dependencies(self, after: list[str] | None) -> None:
+        if after:
+            raise UserError(f"the {self.name} backend cannot hold a job until others complete; "
+                            "submit the stages one after another")
 
     @abstractmethod
     def submit(self, sub: Submission) -> JobHandle: ...
@@ -109,9 +125,13 @@ class Backend(ABC):
         """The spec's files that are visible from here (data, base model, seeds...): malformed
         ones fail now, also in a dry run. Absolute paths that do not exist here are taken to be
         on the cluster's storage."""
-        from alpaca_jobs import kinds
+        from alpaca_jobs.common import kinds
 
-        kinds.preflight_paths(loaded, lambda path: not path.startswith("/") or Path(path).exists())
+        kinds.preflight(loaded, lambda path: not path.startswith("/") or Path(path).exists())
+
+    def render_plain(self, loaded: LoadedSpec, spec_arg: str) -> str:
+        """The spec as files for the cluster's own tools (``alpaca-jobs render``)."""
+        raise UserError(f"the {self.name} backend has nothing to render for plain cluster tools")
 
     def finalize(self, handle: JobHandle) -> None:  # noqa: B027 - optional hook
         """After the job ended: add what only the scheduler knows to the run record."""

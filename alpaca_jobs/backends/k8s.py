@@ -53,7 +53,8 @@ def _server_error(exc: Exception) -> UserError:
 class K8sBackend(Backend):
     name = "k8s"
 
-    def render(self, loaded: LoadedSpec, run_id: str) -> Submission:
+    def render(self, loaded: LoadedSpec, run_id: str, after: list[str] | None = None) -> Submission:
+        self._no_dependencies(after)
         spec = loaded.spec
         if spec.resources.nodes != 1:
             raise UserError(f"{loaded.path}: resources.nodes is {spec.resources.nodes}; the Kubernetes "
@@ -67,6 +68,9 @@ class K8sBackend(Backend):
         text = objs.to_yaml([cm, *work])
         return Submission(self.name, run_id, Path(run_dir), {"namespace": ns, "run_dir": run_dir},
                           {"objects": objs.to_dicts([cm, *work])}, text)
+
+    def render_plain(self, loaded: LoadedSpec, spec_arg: str) -> str:
+        return objs.manifests(loaded, spec_arg)
 
     def submit(self, sub: Submission) -> JobHandle:
         client = _api()

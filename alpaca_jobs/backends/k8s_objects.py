@@ -13,6 +13,8 @@ from typing import Any
 
 from kubernetes import client as k
 
+from alpaca_jobs.common import kinds
+from alpaca_jobs.job import Payload
 from alpaca_jobs.spec import JobSpec, LoadedSpec
 
 PAYLOAD_DIR = "/etc/alpaca-jobs"
@@ -33,13 +35,12 @@ def labels(spec: JobSpec, run_id: str) -> dict[str, str]:
 
 
 def worker_command(spec: JobSpec) -> list[str]:
-    if spec.job != "train":  # one process: the kind's own module reads the payload
-        from alpaca_jobs import kinds
-
-        return ["python", "-m", kinds.module(spec.job), "--payload", f"{PAYLOAD_DIR}/payload.json"]
+    """The job runtime on the mounted payload: one process, or torchrun with one per GPU."""
+    run = ["-m", "alpaca_jobs.runtime", "--payload", f"{PAYLOAD_DIR}/payload.json"]
+    if not kinds.get(spec.job).per_gpu:
+        return ["python", *run]
     return ["python", "-m", "torch.distributed.run", "--standalone",
-            f"--nproc-per-node={spec.resources.procs_per_node}",
-            "-m", "alpaca_jobs.train.worker", "--payload", f"{PAYLOAD_DIR}/payload.json"]
+            f"--nproc-per-node={spec.resources.procs_per_node}", *run]
 
 
 def _resources(spec: JobSpec) -> k.V1ResourceRequirements:
@@ -90,7 +91,7 @@ def _placement(spec: JobSpec) -> dict[str, Any]:
 
 
 def config_map(loaded: LoadedSpec, run_id: str, run_dir: str) -> k.V1ConfigMap:
-    payload = {**loaded.payload(), "run_id": run_id, "backend": "k8s", "run_dir": run_dir}
+    payload = Payload.build(loaded, run_id, "k8s", run_dir).to_dict()
     return k.V1ConfigMap(
         api_version="v1", kind="ConfigMap",
         metadata=k.V1ObjectMeta(name=f"{run_id}-spec", labels=labels(loaded.spec, run_id)),
@@ -108,16 +109,16 @@ def _pod(loaded: LoadedSpec, run_id: str, image: str, restart: str) -> k.V1PodSp
             allow_privilege_escalation=False, capabilities=k.V1Capabilities(drop=["ALL"]),
             run_as_non_root=True, seccomp_profile=k.V1SeccompProfile(type="RuntimeDefault")),
     )
-    if spec.job == "serve":
-        port = spec.serve.port
-        container.ports = [k.V1ContainerPort(name="http", container_port=port)]
+    service = kinds.get(spec.job).service
+    if service is not None:
+        container.ports = [k.V1ContainerPort(name="http", container_port=service.port(spec))]
 
         def probe(path: str, **kw) -> k.V1Probe:
             return k.V1Probe(http_get=k.V1HTTPGetAction(path=path, port="http"), **kw)
         # Loading a model takes minutes: the startup probe allows 10 before liveness counts.
-        container.startup_probe = probe("/healthz", period_seconds=10, failure_threshold=60)
-        container.liveness_probe = probe("/healthz", period_seconds=20, failure_threshold=3)
-        container.readiness_probe = probe("/readyz", period_seconds=5, failure_threshold=2)
+        container.startup_probe = probe(service.health_path, period_seconds=10, failure_threshold=60)
+        container.liveness_probe = probe(service.health_path, period_seconds=20, failure_threshold=3)
+        container.readiness_probe = probe(service.ready_path, period_seconds=5, failure_threshold=2)
     return k.V1PodSpec(
         restart_policy=restart, containers=[container], volumes=vols,
         automount_service_account_token=False, service_account_name=spec.k8s.service_account,
@@ -179,7 +180,7 @@ def service(loaded: LoadedSpec, run_id: str) -> k.V1Service:
 
 def workload(loaded: LoadedSpec, run_id: str, image: str) -> list:
     """The objects of one run, the owner first: [Job] or [Deployment, Service]."""
-    if loaded.spec.job == "serve":
+    if kinds.get(loaded.spec.job).long_running:
         return [deployment(loaded, run_id, image), service(loaded, run_id)]
     return [job(loaded, run_id, image)]
 

@@ -16,17 +16,22 @@ from pathlib import Path
 
 import yaml
 
-from alpaca_jobs import kinds
-from alpaca_jobs.backends.base import Backend, JobHandle, Submission
+from alpaca_jobs.backends.base import Backend, Capabilities, JobHandle, Submission
 from alpaca_jobs.backends.naming import translate
-from alpaca_jobs.ops.records import load_record
+from alpaca_jobs.common import kinds
+from alpaca_jobs.job import Payload
+from alpaca_jobs.ops.record import load_record
 from alpaca_jobs.spec import LoadedSpec
+
+RUN_PAYLOAD = "alpaca_jobs.runtime:run_payload"  # what submitit runs, for every kind
 
 
 class LocalBackend(Backend):
     name = "local"
+    capabilities = Capabilities(reachable=True, attached=True)
 
-    def render(self, loaded: LoadedSpec, run_id: str) -> Submission:
+    def render(self, loaded: LoadedSpec, run_id: str, after: list[str] | None = None) -> Submission:
+        self._no_dependencies(after)
         spec = loaded.spec
         run_dir = (Path(spec.runs_dir) / run_id).resolve()
         if spec.resources.nodes != 1:
@@ -35,14 +40,14 @@ class LocalBackend(Backend):
             raise UserError(f"{loaded.path}: resources.nodes is {spec.resources.nodes}; "
                             "the local backend runs on this one machine (use CLUSTER=slurm)")
         params = translate(self.name, spec)
-        payload = {**loaded.payload(), "run_id": run_id, "backend": self.name, "run_dir": str(run_dir)}
+        payload = Payload.build(loaded, run_id, self.name, run_dir).to_dict()
         text = yaml.safe_dump(
             {
                 "backend": self.name,
                 "executor": "submitit.LocalExecutor",
                 "folder": str(run_dir / "submitit"),
                 "parameters": params,
-                "function": kinds.entry_name(spec.job),
+                "function": f"{RUN_PAYLOAD} ({kinds.get(spec.job).body})",
                 "payload": payload,
             },
             sort_keys=False,
@@ -64,7 +69,7 @@ class LocalBackend(Backend):
         self.check_inputs(loaded)
 
     def check_inputs(self, loaded: LoadedSpec) -> None:
-        kinds.preflight_paths(loaded)  # everything a local job reads is on this machine
+        kinds.preflight(loaded)  # everything a local job reads is on this machine
 
     def submit(self, sub: Submission) -> JobHandle:
         import submitit
@@ -72,9 +77,10 @@ class LocalBackend(Backend):
         sub.run_dir.mkdir(parents=True, exist_ok=True)
         executor = submitit.LocalExecutor(folder=sub.run_dir / "submitit")
         executor.update_parameters(**sub.params)
-        fn = kinds.entry(sub.payload["spec"]["job"])
+        from alpaca_jobs.runtime import run_payload
+
         with _detached(sub.run_dir / "submitit" / "controller.log"):
-            job = executor.submit(fn, sub.payload)
+            job = executor.submit(run_payload, sub.payload)
         logs = [str(job.paths.stdout).replace("%t", "0"), str(job.paths.stderr).replace("%t", "0")]
         handle = JobHandle(sub.run_id, self.name, str(job.job_id), str(sub.run_dir), logs,
                            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

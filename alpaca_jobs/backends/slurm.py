@@ -18,10 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from alpaca_jobs import kinds
-from alpaca_jobs.backends.base import ACTIVE_STATES, Backend, JobHandle, Submission
+from alpaca_jobs.backends.base import ACTIVE_STATES, Backend, Capabilities, JobHandle, Submission
 from alpaca_jobs.backends.naming import translate
+from alpaca_jobs.common import kinds
 from alpaca_jobs.common.errors import UserError
+from alpaca_jobs.job import Payload
+from alpaca_jobs.runtime import run_payload
 from alpaca_jobs.spec import JobSpec, LoadedSpec
 
 SIGNAL_DELAY_S = 120  # USR2 this long before the time limit: time to write a checkpoint
@@ -79,7 +81,7 @@ def standalone_script(loaded: LoadedSpec, spec_arg: str) -> str:
     from submitit.slurm.slurm import _make_sbatch_string
 
     spec = loaded.spec
-    if spec.job != "train":
+    if not kinds.get(spec.job).per_gpu:
         raise UserError(f"{spec_arg}: standalone sbatch scripts are rendered for train jobs; "
                         f"submit a {spec.job} job with `alpaca-jobs submit --cluster slurm`")
     logs = f"{spec.runs_dir}/slurm-logs"
@@ -89,8 +91,8 @@ def standalone_script(loaded: LoadedSpec, spec_arg: str) -> str:
         "export HF_HUB_OFFLINE=1",
         *params.get("setup", []),
     ]
-    command = (f'{node_python(spec, default="python3")} -u -m alpaca_jobs.train.worker {spec_arg} '
-               f'"$RUN_DIR" --backend slurm')
+    command = (f'{node_python(spec, default="python3")} -u -m alpaca_jobs.runtime --spec {spec_arg} '
+               f'--run-dir "$RUN_DIR" --backend slurm')
     body = _make_sbatch_string(command=command, folder=logs, **params)
     if not Path(logs).is_absolute():  # submitit made it absolute; keep it relative to the submit dir
         body = body.replace(str(Path(logs).absolute()), logs)
@@ -107,6 +109,7 @@ def _run_dir(spec: JobSpec, run_id: str) -> Path:
 
 class SlurmBackend(Backend):
     name = "slurm"
+    capabilities = Capabilities(dependencies=True)
 
     def _executor(self, loaded: LoadedSpec, folder: Path):
         import submitit
@@ -115,15 +118,18 @@ class SlurmBackend(Backend):
         ex.update_parameters(**executor_params(loaded.spec))
         return ex
 
-    def render(self, loaded: LoadedSpec, run_id: str) -> Submission:
+    def render(self, loaded: LoadedSpec, run_id: str, after: list[str] | None = None) -> Submission:
         run_dir = _run_dir(loaded.spec, run_id)
         folder = run_dir / "submitit"
         ex = self._executor(loaded, folder)
         text = ex._make_submission_file_text(ex._submitit_command_str, "dry-run")
-        payload = {**loaded.payload(), "run_id": run_id, "backend": self.name, "run_dir": str(run_dir)}
-        header = (f"# run {run_id}: {kinds.entry_name(loaded.spec.job)} pickled into {folder}\n")
-        return Submission(self.name, run_id, run_dir, payload, executor_params(loaded.spec),
-                          header + text + "\n")
+        payload = Payload.build(loaded, run_id, self.name, run_dir).to_dict()
+        header = (f"# run {run_id}: {kinds.get(loaded.spec.job).body} pickled into {folder}\n")
+        params = {**executor_params(loaded.spec), **({"after": list(after)} if after else {})}
+        return Submission(self.name, run_id, run_dir, payload, params, header + text + "\n")
+
+    def render_plain(self, loaded: LoadedSpec, spec_arg: str) -> str:
+        return standalone_script(loaded, spec_arg)
 
     def preflight(self, loaded: LoadedSpec) -> None:
         self.check_inputs(loaded)  # paths on the cluster's shared storage: those visible here
@@ -138,7 +144,7 @@ class SlurmBackend(Backend):
             extra.update(dependency="afterok:" + ":".join(sub.params["after"]), kill_on_invalid_dep="yes")
             ex.update_parameters(additional_parameters=extra)
         try:
-            job = ex.submit(kinds.entry(loaded.spec.job), sub.payload)
+            job = ex.submit(run_payload, sub.payload)
         except Exception as exc:  # sbatch said no: show its words
             raise UserError(f"sbatch refused the job: {str(exc).strip()[-800:]}") from None
         logs = [str(sub.run_dir / "submitit" / f"{job.job_id}_0_log.out"),
@@ -161,7 +167,7 @@ class SlurmBackend(Backend):
         for sub in subs:
             sub.run_dir.mkdir(parents=True, exist_ok=True)
         try:
-            jobs = ex.map_array(kinds.entry(loaded[0].spec.job), [s.payload for s in subs])
+            jobs = ex.map_array(run_payload, [s.payload for s in subs])
         except Exception as exc:
             raise UserError(f"sbatch refused the job array: {str(exc).strip()[-800:]}") from None
         handles = []

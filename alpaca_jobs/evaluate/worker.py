@@ -1,9 +1,5 @@
-"""Entry point of the evaluate job (a submitit task, a Kubernetes container, or in-process from
-``alpaca-jobs evaluate``):
-
-    python -m alpaca_jobs.evaluate.worker --payload payload.json
-
-Collects both systems' outputs, has the LLM judge (if any) compare every pair in both orders,
+"""The evaluate kind's body (a submitit task, a Kubernetes container, or in-process from
+``alpaca-jobs evaluate``). Collects both systems' outputs, has the LLM judge (if any) compare every pair in both orders,
 folds in people's ratings (if any), and writes the report and the run record. Every output and
 judgment is on disk the moment it arrives; running again on the same run dir asks only for
 what is missing, so a crash or a cancel costs no repeated paid requests.
@@ -12,67 +8,27 @@ what is missing, so a crash or a cancel costs no repeated paid requests.
 from __future__ import annotations
 
 import logging
-import os
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.evaluate import rundir
 
 log = logging.getLogger(__name__)
 
 
-def evaluate_job(payload: dict[str, Any]) -> dict[str, Any]:
-    from alpaca_jobs.spec import LoadedSpec
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    started, t0 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.monotonic()
-    attempt = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}"
-    loaded = LoadedSpec.from_payload(payload)
-    run_dir = Path(payload["run_dir"])
-    log.info("evaluate: %s", loaded.spec.evaluate.model_dump_json())
-    spends: dict[str, Any] = {}
-    previous = _exit_on_stop_signals()
-    try:
-        report = run(loaded.spec.evaluate, run_dir, spends)
-    except BaseException as exc:
-        stopped = isinstance(exc, (KeyboardInterrupt, SystemExit))
-        _record(payload, loaded, run_dir, t0, started, attempt, spends,
-                "interrupted" if stopped else "failed", {},
-                error=str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        _restore(previous)
+def evaluate_body(job) -> Any:
     from alpaca_jobs.evaluate.report import headline
+    from alpaca_jobs.job import Outcome
 
-    return _record(payload, loaded, run_dir, t0, started, attempt, spends, "completed", headline(report))
-
-
-def _exit_on_stop_signals() -> dict:
-    """A cancel or preemption (SIGTERM) or Slurm's time-limit warning (SIGUSR2) unwinds like
-    Ctrl-C: served models stop, the record says interrupted, and what was fetched stays on disk
-    for the next attempt (nothing here is worth finishing first, unlike a training step)."""
-    import signal
-    import threading
-
-    def stop(signum, _frame):
-        raise SystemExit(128 + signum)
-
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    return {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGUSR2)}
-
-
-def _restore(previous: dict) -> None:
-    import signal
-
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
+    log.info("evaluate: %s", job.spec.evaluate.model_dump_json())
+    spends: dict[str, Any] = {}
+    try:
+        report = run(job.spec.evaluate, job.run_dir, spends)
+    except BaseException:
+        job.partial["api"] = rundir.save_usage(job.run_dir, job.meter.attempt, spends)
+        raise
+    api = rundir.save_usage(job.run_dir, job.meter.attempt, spends)
+    return Outcome("completed", {"api": api, "results": headline(report)})
 
 
 def run(cfg, run_dir: Path, spends: dict[str, Any]) -> dict[str, Any]:
@@ -126,16 +82,6 @@ def write_report(run: rundir.Run, outputs: dict | None = None, judgments: list |
     return rep
 
 
-def _record(payload, loaded, run_dir: Path, t0: float, started: str, attempt: str, spends: dict,
-            status: str, results: dict, error: str | None = None) -> dict[str, Any]:
-    from alpaca_jobs.ops.records import build_record, own_usage, publish
-
-    api = rundir.save_usage(run_dir, attempt, spends)
-    rec = build_record(payload, loaded, status, own_usage(t0), started, api=api, results=results,
-                       error=error)
-    return publish(rec, run_dir)
-
-
 def preflight(loaded, visible=lambda _: True) -> None:
     """Checks before submission, on what this machine can see: the instruction set parses, the
     judge prompt has its placeholders, model directories exist."""
@@ -158,14 +104,3 @@ def preflight(loaded, visible=lambda _: True) -> None:
             check_base_model(d)
         elif visible(d):
             resolve_model(d)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m alpaca_jobs.evaluate.worker --payload FILE`` (Kubernetes, plain sbatch)."""
-    from alpaca_jobs.kinds import payload_main
-
-    return payload_main("evaluate", argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

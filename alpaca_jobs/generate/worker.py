@@ -1,4 +1,4 @@
-"""Entry point of the generate job on a backend (submitit task, or a Kubernetes container).
+"""The generate kind's body: self-instruct generation until the target or the budget.
 
 SIGTERM (cancel, preemption) and SIGUSR2 (Slurm's time-limit warning) stop new requests;
 replies already received are logged and the outputs written, and the same run id resumes.
@@ -7,60 +7,27 @@ replies already received are logged and the outputs written, and the same run id
 from __future__ import annotations
 
 import logging
-import sys
-import time
-from pathlib import Path
 from typing import Any
 
-from alpaca_jobs.common.errors import UserError
 
-
-def generate_job(payload: dict[str, Any]) -> dict[str, Any]:
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout, force=True,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "openai"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    from alpaca_jobs.common.signals import StopFlag
+def generate_body(job) -> Any:
     from alpaca_jobs.generate.run import Generation
-    from alpaca_jobs.ops.records import build_record, own_usage, publish
-    from alpaca_jobs.spec import LoadedSpec
+    from alpaca_jobs.job import Outcome
 
-    started, t0 = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.monotonic()
-    loaded = LoadedSpec.from_payload(payload)
-    run_dir = Path(payload["run_dir"])
-    stop = StopFlag().install()
-    gen = None
+    gen = Generation(job.spec.generate, job.run_dir, job.stop)
+
+    def progress() -> dict[str, Any]:  # what the record says if the run fails from here on
+        return {"api": gen.client.spend.as_dict(),
+                "results": {"kept": len(gen.kept), "rejected": dict(gen.reasons), "responses": gen.responses}}
+
     try:
-        gen = Generation(loaded.spec.generate, run_dir, stop)
         out = gen.run()
-    except Exception as exc:
-        error = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
-        extra = {}
-        if gen is not None:
-            extra = {"api": gen.client.spend.as_dict(),
-                     "results": {"kept": len(gen.kept), "rejected": dict(gen.reasons),
-                                 "responses": gen.responses}}
-        publish(build_record(payload, loaded, "failed", own_usage(t0), started, error=error, **extra),
-                run_dir)
+    except BaseException:
+        job.partial.update(progress())
         raise
-    finally:
-        stop.restore()
     log = logging.getLogger(__name__)
     log.info("%s: kept %d, rejected %d %s; %d replies (%d unparseable); API $%.4f",
              out.stop_reason, out.kept, sum(out.rejected.values()), out.rejected, out.responses,
              out.unparseable_responses, out.spend["cost_usd"])
     log.info("training data: %s", out.data_file)
-    rec = build_record(payload, loaded, out.status, own_usage(t0), started, api=out.spend,
-                       results=out.results())
-    return publish(rec, run_dir)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m alpaca_jobs.generate.worker --payload FILE`` (Kubernetes, plain sbatch)."""
-    from alpaca_jobs.kinds import payload_main
-
-    return payload_main("generate", argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return Outcome(out.status, {"api": out.spend, "results": out.results()})

@@ -173,7 +173,7 @@ def records(conn: sqlite3.Connection) -> list[dict[str, Any]]:
 
 def scan(runs_dir: Path) -> list[dict[str, Any]]:
     """The records of ``<runs_dir>/*/run.json`` (unreadable ones are skipped with a warning)."""
-    from alpaca_jobs.ops.records import RECORD_FILE
+    from alpaca_jobs.ops.record import RECORD_FILE
 
     if not runs_dir.is_dir():
         raise UserError(f"--scan {runs_dir}: no such directory")

@@ -33,7 +33,6 @@ from prometheus_client.registry import Collector
 PUSHGATEWAY_ENV = "ALPACA_JOBS_PUSHGATEWAY"
 TEXTFILE_DIR_ENV = "ALPACA_JOBS_TEXTFILE_DIR"
 PUSH_JOB = "alpaca_jobs"  # the Pushgateway's job label for every run's group
-DEFAULT_TRAIN_TARGET_USD = 100.0  # Stanford's "less than $100" for training the 7B model
 LABELS = ("run_id", "stage", "cluster", "gpu_type")
 STATUSES = ("running", "completed", "interrupted", "failed", "stopped")
 
@@ -41,10 +40,14 @@ log = logging.getLogger(__name__)
 
 
 def target_usd(record: dict[str, Any]) -> float | None:
-    """The budget a run is held to: its own cost.target_usd, else $100 for training runs."""
+    """The budget a run is held to: its record's (its spec's cost.target_usd, else its kind's
+    default), else, for records written before records carried it, its kind's default."""
     if record.get("target_usd") is not None:
         return float(record["target_usd"])
-    return DEFAULT_TRAIN_TARGET_USD if record.get("job") == "train" else None
+    from alpaca_jobs.common import kinds
+
+    kind = kinds.find(str(record.get("job")))
+    return None if kind is None else kind.default_target_usd
 
 
 def label_values(record: dict[str, Any]) -> list[str]:
@@ -102,7 +105,7 @@ def record_metrics(record: dict[str, Any]) -> Iterator[Metric]:
     if record.get("status") == "completed":
         yield from gauge("alpaca_job_last_success_timestamp_seconds", "When the run completed "
                          "(Unix time)", _timestamp(record.get("finished_at")))
-    if record.get("job") == "train":
+    if record.get("total_steps"):  # a run that trains
         c = CounterMetricFamily("alpaca_job_tokens_trained", "Tokens computed in training",
                                 labels=labels)
         c.add_metric(values, float(record.get("tokens_trained", 0)))
@@ -134,17 +137,6 @@ def registry_for(record: dict[str, Any]) -> CollectorRegistry:
     reg = CollectorRegistry()
     reg.register(RecordCollector(record))
     return reg
-
-
-def live_collector(payload: dict[str, Any], loaded: Any, started: str,
-                   t0: float) -> RecordCollector:
-    """The serve job's own metrics, measured at each scrape (GPU-seconds so far, cost so far)."""
-    from alpaca_jobs.ops.records import build_record, own_usage
-
-    def current() -> dict[str, Any]:
-        return vars(build_record(payload, loaded, "running", own_usage(t0), started))
-
-    return RecordCollector(current)
 
 
 def push(record: dict[str, Any], gateway: str, timeout: float = 5.0) -> bool:

@@ -21,8 +21,6 @@ from typing import Any
 
 import click
 
-STAGES = ("generate", "train", "serve", "evaluate")
-
 
 @dataclass
 class Totals:
@@ -54,7 +52,8 @@ class Summary:
 
     @property
     def training(self) -> list[dict[str, Any]]:
-        return [r for r in self.runs if r["stage"] == "train"]
+        """Runs held to a cost target (training runs: their kind's default is Stanford's $100)."""
+        return [r for r in self.runs if r["target_usd"] is not None]
 
     def as_dict(self) -> dict[str, Any]:
         return {"runs": self.runs, "by_stage": {k: v.as_dict() for k, v in self.by_stage.items()},
@@ -80,7 +79,9 @@ def run_row(rec: dict[str, Any]) -> dict[str, Any]:
 def summarize(records: list[dict[str, Any]]) -> Summary:
     rows = sorted((run_row(r) for r in records), key=lambda r: (r["started_at"], r["run_id"]))
     s = Summary(rows)
-    order = {name: i for i, name in enumerate(STAGES)}
+    from alpaca_jobs.common import kinds
+
+    order = {name: i for i, name in enumerate(kinds.names())}
     for r in sorted(rows, key=lambda r: (order.get(r["stage"], len(order)), r["stage"])):
         s.by_stage.setdefault(r["stage"], Totals()).add(r)
     for r in sorted(rows, key=lambda r: r["cluster"]):

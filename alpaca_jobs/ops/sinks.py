@@ -1,7 +1,7 @@
-"""Where finished run records go besides ``run.json``: the ledger and the metrics sinks.
+"""Where finished run records go: ``run.json`` first, then the ledger and the metrics sinks.
 
-``records.publish`` calls ``publish`` at the end of every run of every job on every backend.
-Each sink is best effort: one that fails logs why and leaves the others to run.
+The job runtime calls ``publish_record`` at the end of every run of every kind on every
+backend. Each sink is best effort: one that fails logs why and leaves the others to run.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Any
+
+from alpaca_jobs.ops.record import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -28,3 +30,18 @@ def publish(record: dict[str, Any], run_dir: Path) -> None:
         metrics.publish(record)
     except Exception as exc:  # noqa: BLE001
         log.warning("could not publish the metrics of %s: %s", record.get("run_id"), exc)
+
+
+def publish_record(rec: RunRecord, run_dir: Path) -> dict[str, Any]:
+    """Write the record beside the run's outputs; then, best effort, into the ledger and the
+    metrics sinks the environment configures (a failing sink never fails the run)."""
+    from dataclasses import asdict
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rec.write(run_dir)
+    out = asdict(rec)
+    try:
+        publish(out, run_dir)
+    except Exception:  # noqa: BLE001 - the record on disk is what counts
+        log.exception("could not publish the run record to the ledger/metrics")
+    return out

@@ -15,15 +15,15 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alpaca_jobs import kinds
 from alpaca_jobs.backends import get_backend
 from alpaca_jobs.backends.base import ACTIVE_STATES, JobHandle
+from alpaca_jobs.common import kinds
 from alpaca_jobs.common.errors import UserError
-from alpaca_jobs.ops.records import load_record
+from alpaca_jobs.ops.record import load_record
 from alpaca_jobs.pipeline.spec import PipelineSpec, load_pipeline, resolve
 from alpaca_jobs.spec import load_spec
 
@@ -73,7 +73,8 @@ def run_pipeline(spec_path: str, cluster: str, pipeline_id: str | None, wait: bo
     pipe = Pipeline(pid, spec_path, cluster, Path(pspec.runs_dir) / pid, values={"pipeline.id": pid})
     backend = get_backend(cluster)
     base = Path(spec_path).parent
-    keep_serving = cluster != "local" if keep_serving is None else keep_serving
+    caps = backend.capabilities
+    keep_serving = not caps.attached if keep_serving is None else keep_serving
     teacher_jobs: list[tuple[Any, JobHandle]] = []  # the teacher server: always stopped at the end
     started: list[tuple[Any, JobHandle]] = []  # the serve stage: stopped unless keep_serving
     previous: JobHandle | None = None  # the last batch stage submitted
@@ -89,22 +90,23 @@ def run_pipeline(spec_path: str, cluster: str, pipeline_id: str | None, wait: bo
             if loaded.spec.job != stage:
                 raise UserError(f"{spec_path}: stages.{stage}.spec is a {loaded.spec.job} job")
             rid = f"{pid}-{stage}"
-            sub = backend.render(loaded, rid)
+            kind = kinds.get(stage)
+            # With dependencies the scheduler holds this stage until the previous one completes.
+            after = [previous.job_id] if previous is not None and caps.dependencies else None
+            sub = backend.render(loaded, rid, after=after)
             run = StageRun(stage, rid, str(sub.run_dir), cluster)
             pipe.stages[stage] = run
             _publish_values(pipe, stage, sub.run_dir)
-            if _finished(sub.run_dir) and not kinds.long_running(stage):
+            if _finished(sub.run_dir) and not kind.long_running:
                 run.status, run.reused = "COMPLETED", True
                 echo(f"[{stage}] {rid}: completed before; reusing its outputs")
                 pipe.save()
                 continue
-            if previous is not None and cluster != "slurm" and previous.run_id not in followed:
+            if previous is not None and not caps.dependencies and previous.run_id not in followed:
                 followed.add(previous.run_id)
                 if not _follow(backend, previous, prev_stage, pipe, echo):
                     raise UserError(f"stage {previous.run_id} did not complete; fix it and re-run "
                                     f"with --run-id {pid} (completed stages are reused)")
-            if previous is not None and cluster == "slurm":
-                sub = replace(sub, params={**sub.params, "after": [previous.job_id]})
             handle = _still_active(backend, sub.run_dir)
             if handle is not None:  # submitted by an earlier run of this pipeline: follow it
                 echo(f"[{stage}] {rid} is already queued or running (job {handle.job_id}); following it")
@@ -112,12 +114,12 @@ def run_pipeline(spec_path: str, cluster: str, pipeline_id: str | None, wait: bo
                 backend.preflight(loaded)
                 handle = backend.submit(sub)
                 echo(f"[{stage}] submitted {rid} to {cluster} (job {handle.job_id})"
-                     + (f" after job {previous.job_id}" if previous is not None and cluster == "slurm" else ""))
+                     + (f" after job {previous.job_id}" if after else ""))
             run.job_id, run.status = handle.job_id, "SUBMITTED"
             pipe.save()
-            if kinds.long_running(stage):
+            if kind.long_running:
                 started.append((backend, handle))
-                if cluster == "local":
+                if caps.reachable:
                     run.url = _wait_ready(backend, handle, loaded, echo)
                     pipe.values["serve.url"] = run.url
                     pipe.values["serve.model"] = _served_model(run.url)
@@ -125,13 +127,13 @@ def run_pipeline(spec_path: str, cluster: str, pipeline_id: str | None, wait: bo
                     echo(f"[serve] watermark check: {json.dumps(pipe.checks['watermark'])}")
                 continue  # nothing waits on a server's end
             previous, prev_stage = handle, stage
-        if previous is not None and (wait or cluster != "slurm") and previous.run_id not in followed \
+        if previous is not None and (wait or not caps.dependencies) and previous.run_id not in followed \
                 and not _follow(backend, previous, prev_stage, pipe, echo):
             raise UserError(f"stage {previous.run_id} did not complete; re-run with --run-id {pid}")
         pipe.save()
         return pipe
     except KeyboardInterrupt:
-        if previous is not None and cluster == "local" and backend.status(previous) in ACTIVE_STATES:
+        if previous is not None and caps.attached and backend.status(previous) in ACTIVE_STATES:
             backend.cancel(previous)  # a local stage would go on without its teacher: stop it too
         raise UserError(f"interrupted; re-run with --run-id {pid} to go on (completed stages are "
                         "reused, a cancelled one resumes)") from None
@@ -149,9 +151,9 @@ def _teacher(pspec: PipelineSpec, pipe: Pipeline, backend, base: Path, cluster: 
     if t.url:
         pipe.values["teacher.url"], pipe.values["teacher.model"] = t.url, t.model
         return
-    if cluster != "local":
-        raise UserError(f"{pipe.spec_path}: teacher.spec starts a server this process can reach, "
-                        "which only the local backend does; give teacher.url (an endpoint) instead")
+    if not backend.capabilities.reachable:
+        raise UserError(f"{pipe.spec_path}: teacher.spec starts a server this process must reach, "
+                        f"which the {cluster} backend cannot promise; give teacher.url (an endpoint) instead")
     loaded = load_spec(base / t.spec, t.set)
     handle = backend.submit(backend.render(loaded, f"{pipe.id}-teacher"))
     echo(f"[teacher] serving {loaded.spec.serve.model or 'SmolLM2-135M-Instruct'} as the teacher "
@@ -165,11 +167,10 @@ def _teacher(pspec: PipelineSpec, pipe: Pipeline, backend, base: Path, cluster: 
 
 
 def _publish_values(pipe: Pipeline, stage: str, run_dir: Path) -> None:
-    """What a stage leaves behind, for the placeholders of the stages after it."""
-    if stage == "generate":
-        pipe.values["generate.data"] = str(Path(run_dir) / "alpaca_data.json")
-    elif stage == "train":
-        pipe.values["train.model"] = str(Path(run_dir) / "model")
+    """What a stage leaves behind (its kind's ``outputs``), for the stages after it."""
+    outputs = kinds.get(stage).outputs
+    if outputs is not None:
+        pipe.values.update(outputs(Path(run_dir)))
 
 
 def _still_active(backend, run_dir: Path) -> JobHandle | None:

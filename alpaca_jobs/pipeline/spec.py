@@ -23,8 +23,9 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError, model_validator
 
+from alpaca_jobs.common import kinds
 from alpaca_jobs.common.errors import SpecError
-from alpaca_jobs.spec import JOBS, _format_validation, _read_yaml, _Strict
+from alpaca_jobs.spec import _format_validation, _read_yaml, _Strict
 
 PLACEHOLDER = re.compile(r"\$\{([a-z]+\.[a-z]+)\}")
 
@@ -60,24 +61,25 @@ class PipelineSpec(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> PipelineSpec:
-        unknown = [s for s in self.stages if s not in JOBS]
+        jobs = kinds.names()
+        unknown = [s for s in self.stages if s not in jobs]
         if unknown:
-            raise ValueError(f"stages: unknown stage(s) {', '.join(unknown)}; stages are {', '.join(JOBS)}")
-        order = [s for s in JOBS if s in self.stages]
+            raise ValueError(f"stages: unknown stage(s) {', '.join(unknown)}; stages are {', '.join(jobs)}")
+        order = [s for s in jobs if s in self.stages]
         for i, stage in enumerate(order):
             for assignment in self.stages[stage].set:
                 for ref in PLACEHOLDER.findall(assignment):
                     source = ref.split(".")[0]
                     if source == "teacher" and self.teacher is None:
                         raise ValueError(f"stages.{stage}: ${{{ref}}} needs a teacher section")
-                    if source in JOBS and source not in order[:i]:
+                    if source in jobs and source not in order[:i]:
                         raise ValueError(f"stages.{stage}: ${{{ref}}} refers to a stage that does "
                                          "not run before it")
         return self
 
     @property
     def order(self) -> list[str]:
-        return [s for s in JOBS if s in self.stages]
+        return [s for s in kinds.names() if s in self.stages]
 
 
 def load_pipeline(path: str | Path) -> PipelineSpec:

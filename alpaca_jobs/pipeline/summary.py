@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from alpaca_jobs.ops.records import _f, load_record, rejected_line
+from alpaca_jobs.ops.present import fmt_float as _f
+from alpaca_jobs.ops.present import rejected_line
+from alpaca_jobs.ops.record import load_record
 
 
 def collect(pipeline_dir: Path) -> dict[str, Any]:

@@ -29,12 +29,12 @@ import torch.distributed as dist
 
 from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.common.signals import StopFlag
+from alpaca_jobs.ops.usage import UsageMeter
 from alpaca_jobs.spec import LoadedSpec
 from alpaca_jobs.train import checkpoint
 from alpaca_jobs.train.batches import Feeder, Row
 from alpaca_jobs.train.fsdp import Dist
 from alpaca_jobs.train.plan import PAD_MULTIPLE, StepPlan, padded_length
-from alpaca_jobs.train.usage import UsageMeter
 
 log = logging.getLogger(__name__)
 AGREE_EVERY = 5  # steps between the (host-syncing) stop/checkpoint agreements
@@ -342,7 +342,6 @@ def run(loaded: LoadedSpec, run_dir: Path, stop: StopFlag, meter: UsageMeter) ->
     # process group up, transformers' save_pretrained leaves config.json to rank 0 alone.
     base = resolve_base_model(cfg.base_model, cfg.data)
     d = init_distributed()
-    meter.start()
     torch.manual_seed(cfg.seed)
     tok, root, num_params, examples, stats, details = _prepare(loaded, base, d)
     _record_sharding(root, d, run_dir)

@@ -93,11 +93,11 @@ def submit(spec: str, cluster: str, overrides: tuple[str, ...], sweep: str | Non
         click.echo(f"  run dir: {handle.run_dir}")
     runs_dir = Path(handles[0].run_dir).parent
     click.echo(f"  follow:  alpaca-jobs status|logs|cancel {handles[0].run_id} --runs-dir {runs_dir}")
-    from alpaca_jobs import kinds
+    from alpaca_jobs.common import kinds
 
-    if kinds.long_running(specs[0].spec.job) and wait is None:
+    if kinds.get(specs[0].spec.job).long_running and wait is None:
         wait = False  # a server runs until cancelled: do not block on it by default
-    if len(handles) == 1 and (wait if wait is not None else cluster == "local"):
+    if len(handles) == 1 and (wait if wait is not None else backend.capabilities.attached):
         _follow(backend, handles[0])
 
 
@@ -114,7 +114,8 @@ def _sweep(overrides: tuple[str, ...], sweep: str | None) -> list[list[str]]:
 def _follow(backend, handle) -> None:
     """Stream rank 0's log until the job ends, then print the run report."""
     from alpaca_jobs.backends.base import ACTIVE_STATES
-    from alpaca_jobs.ops.records import format_report, load_record
+    from alpaca_jobs.ops.present import format_report
+    from alpaca_jobs.ops.record import load_record
 
     shown = 0
     try:
@@ -160,7 +161,8 @@ _runs_dir_option = click.option("--runs-dir", help=f"where runs live (env {RUNS_
 @_runs_dir_option
 def status(run: str, runs_dir: str | None) -> None:
     """State of RUN (an id or a run directory), and its report when it has one."""
-    from alpaca_jobs.ops.records import format_report, load_record
+    from alpaca_jobs.ops.present import format_report
+    from alpaca_jobs.ops.record import load_record
 
     pipe_dir = Path(run) if Path(run, "pipeline.json").is_file() else \
         Path(runs_dir or os.environ.get(RUNS_DIR_ENV, "runs")) / run
@@ -216,17 +218,10 @@ def cancel(run: str, runs_dir: str | None) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="write here instead of stdout")
 def render(spec_path: str, cluster: str, output: str | None) -> None:
     """Render SPEC for plain cluster tools: an sbatch script, or manifests for kubectl -k."""
+    from alpaca_jobs.backends import get_backend
     from alpaca_jobs.spec import load_spec
 
-    loaded = load_spec(spec_path)
-    if cluster == "slurm":
-        from alpaca_jobs.backends.slurm import standalone_script
-
-        text = standalone_script(loaded, spec_path)
-    else:
-        from alpaca_jobs.backends.k8s_objects import manifests
-
-        text = manifests(loaded, spec_path)
+    text = get_backend(cluster).render_plain(load_spec(spec_path), spec_path)
     if output:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         Path(output).write_text(text)
@@ -268,8 +263,8 @@ from alpaca_jobs.ops.report import report_command  # noqa: E402 - matplotlib onl
 
 main.add_command(report_command)  # alpaca-jobs report
 
-from alpaca_jobs.evaluate.cli import evaluate_command, rate_command  # noqa: E402 - click only
-from alpaca_jobs.evaluate.cli import report_command as evaluate_report_command  # noqa: E402
+from alpaca_jobs.cli.evaluate import evaluate_command, rate_command  # noqa: E402 - click only
+from alpaca_jobs.cli.evaluate import report_command as evaluate_report_command  # noqa: E402
 
 main.add_command(evaluate_command)  # alpaca-jobs evaluate [SPEC] [--set ...] [--run-dir DIR]
 main.add_command(rate_command)  # alpaca-jobs rate RUN_DIR [--host] [--port 8090]
@@ -324,19 +319,20 @@ def serve(model, host, port, watermark_gamma, watermark_delta, watermark_key_fil
 def _run_here(spec_path: str, overrides: tuple[str, ...], run_id: str | None, job: str) -> dict:
     """Run a batch job in this process (no scheduler): same payload, same run directory,
     same run record as a submitted job. The same --run-id resumes."""
-    from alpaca_jobs import kinds
+    from alpaca_jobs import runtime
     from alpaca_jobs.backends.base import new_run_id
+    from alpaca_jobs.common import kinds
+    from alpaca_jobs.job import Payload
     from alpaca_jobs.spec import load_spec
 
     loaded = load_spec(spec_path, overrides)
     if loaded.spec.job != job:
         raise UserError(f"{spec_path}: job is {loaded.spec.job!r}; this command runs {job} specs")
-    kinds.preflight_paths(loaded)
+    kinds.preflight(loaded)
     rid = run_id or new_run_id(loaded.spec.name)
     run_dir = (Path(loaded.spec.runs_dir) / rid).resolve()
     click.echo(f"run {rid}: {run_dir}", err=True)
-    payload = {**loaded.payload(), "run_id": rid, "backend": "here", "run_dir": str(run_dir)}
-    return kinds.entry(job)(payload)
+    return runtime.run_payload(Payload.build(loaded, rid, "here", run_dir).to_dict())
 
 
 @main.command()
@@ -347,7 +343,7 @@ def _run_here(spec_path: str, overrides: tuple[str, ...], run_id: str | None, jo
 @click.option("--run-id", callback=_check_run_id, help="reuse a run id: resumes from its raw-response log")
 def generate(spec_path: str, overrides: tuple[str, ...], run_id: str | None) -> None:
     """Generate self-instruct training data here (SPEC default: jobs/generate-local.yaml)."""
-    from alpaca_jobs.ops.records import format_report
+    from alpaca_jobs.ops.present import format_report
 
     rec = _run_here(spec_path, overrides, run_id, "generate")
     click.echo(format_report(rec))

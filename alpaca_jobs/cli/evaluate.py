@@ -29,8 +29,10 @@ from alpaca_jobs.common.errors import UserError
 def evaluate_command(spec: str, overrides: tuple[str, ...], instructions: str | None,
                      max_instructions: int | None, run_dir: str | None) -> None:
     """Compare two systems on an instruction set, here and now; print the report."""
+    from alpaca_jobs import runtime
     from alpaca_jobs.backends.base import new_run_id
-    from alpaca_jobs.evaluate.worker import evaluate_job, preflight
+    from alpaca_jobs.common import kinds
+    from alpaca_jobs.job import Payload
     from alpaca_jobs.spec import load_spec
 
     extra = [*overrides]
@@ -41,11 +43,10 @@ def evaluate_command(spec: str, overrides: tuple[str, ...], instructions: str | 
     loaded = load_spec(spec, extra)
     if loaded.spec.job != "evaluate":
         raise UserError(f"{spec} is a {loaded.spec.job} job; give an evaluate spec (jobs/evaluate-local.yaml)")
-    preflight(loaded)
+    kinds.preflight(loaded)
     path = Path(run_dir) if run_dir else Path(loaded.spec.runs_dir) / new_run_id(loaded.spec.name)
-    payload = {**loaded.payload(), "run_id": path.name, "backend": "in-process", "run_dir": str(path)}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    rec = evaluate_job(payload)
+    rec = runtime.run_payload(Payload.build(loaded, path.name, "in-process", path).to_dict())
     _print(path, rec)
 
 

@@ -1,0 +1,190 @@
+"""The job runtime: what every worker process of every kind does around the kind's own work.
+
+``run_job(payload, body)`` owns the environment (offline hub, threads), logging, the usage
+meter (from process start: an attempt that dies while loading still bills), stop signals
+(SIGTERM on cancel or preemption, SIGUSR2 on Slurm's time-limit warning), the completed or
+failed run record, and the requeue after a time-limit checkpoint. A kind's body
+(``Kind.body``) only does its work: ``body(job) -> Outcome | None`` (None: not rank 0).
+
+Launch paths: submitit runs ``run_payload(payload_dict)``; everything else (a Kubernetes pod,
+torchrun, a plain sbatch script) runs ``python -m alpaca_jobs.runtime --payload FILE`` or
+``... --spec SPEC --run-dir DIR``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from alpaca_jobs.common import kinds
+from alpaca_jobs.common.errors import UserError
+from alpaca_jobs.common.signals import StopFlag
+from alpaca_jobs.job import Job, Outcome, Payload
+
+log = logging.getLogger(__name__)
+NOISY = ("accelerate", "transformers", "torch.distributed", "httpx", "openai")
+
+
+def run_payload(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """submitit's entry point for every kind: the payload as plain data."""
+    p = Payload.from_dict(payload)
+    return run_job(p, kinds.resolve(kinds.get(p.kind).body))
+
+
+def run_job(payload: Payload, body: Callable[[Job], Outcome | None]) -> dict[str, Any] | None:
+    """Run ``body`` as a job: returns the published record on rank 0, None elsewhere."""
+    kind = kinds.get(payload.kind)
+    _environment(payload, kind)
+    job = new_job(payload)
+    job.meter.start()
+    previous = _install_stop(job.stop, kind.stop)
+    try:
+        outcome = body(job)
+    except BaseException as exc:
+        stopped = isinstance(exc, KeyboardInterrupt | SystemExit)
+        error = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+        _publish(job, Outcome("interrupted" if stopped else "failed", {**job.partial, "error": error}))
+        raise
+    finally:
+        _restore(previous)
+    record = _publish(job, outcome) if outcome is not None else None
+    if outcome is not None and outcome.status == "interrupted" and job.stop.signum == signal.SIGUSR2:
+        _requeue_on_slurm(job.spec.slurm.max_requeues)
+    return record
+
+
+def new_job(payload: Payload) -> Job:
+    """The job a body gets: its meter counts from this process's start."""
+    from alpaca_jobs.ops.usage import UsageMeter
+
+    job = Job(payload, StopFlag(), UsageMeter(payload.run_dir),
+              time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    job.record = lambda status, **fields: _record(job, status, **fields)
+    return job
+
+
+def _record(job: Job, status: str, **fields: Any):
+    """The run record as it stands now (usage of every process and attempt so far)."""
+    from alpaca_jobs.ops.records import build_record
+    from alpaca_jobs.ops.usage import read_usage
+
+    job.meter.tick(force=True)
+    return build_record(job.payload.to_dict(), job.loaded, status, read_usage(job.run_dir), job.started,
+                        **fields)
+
+
+def _publish(job: Job, outcome: Outcome) -> dict[str, Any] | None:
+    if job.rank != 0:
+        return None
+    from alpaca_jobs.ops.sinks import publish_record
+
+    try:
+        return publish_record(job.record(outcome.status, **outcome.fields), job.run_dir)
+    except Exception:  # noqa: BLE001 - on the failure path, never mask the original error
+        if outcome.status != "failed":
+            raise
+        log.exception("could not write the failed run record")
+        return None
+
+
+def _environment(payload: Payload, kind: kinds.Kind) -> None:
+    # Before torch is imported: one thread per core given (oversubscription halves speed).
+    os.environ.setdefault("OMP_NUM_THREADS", str(payload.loaded.spec.resources.cpus_per_process))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if kind.per_gpu and not ("RANK" in os.environ and "WORLD_SIZE" in os.environ):
+        from submitit.helpers import TorchDistributedEnvironment  # submitit task: no torchrun env
+
+        if os.environ.get("SUBMITIT_EXECUTOR") or os.environ.get("SLURM_JOB_ID"):
+            TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    rank = os.environ.get("RANK", "0")
+    if os.environ.get("SUBMITIT_EXECUTOR") or not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO if rank == "0" else logging.WARNING, stream=sys.stdout,
+                            format=f"%(asctime)s [rank{rank}] %(levelname)s %(name)s: %(message)s",
+                            force=True)
+    for noisy in NOISY:
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _raise_interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
+
+
+def _install_stop(flag: StopFlag, mode: str) -> dict[int, Any]:
+    """``flag``: the body polls the flag and stops cleanly; ``interrupt``: unwind at once.
+    Returns the handlers to put back (none off the main thread, where signals cannot be set)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    sigs = (signal.SIGTERM, signal.SIGUSR2)
+    if mode == "flag":
+        previous = {sig: signal.getsignal(sig) for sig in sigs}
+        flag.install()
+        return previous
+    return {sig: signal.signal(sig, _raise_interrupt) for sig in sigs}
+
+
+def _restore(previous: dict[int, Any]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+def _requeue_on_slurm(max_requeues: int) -> None:
+    """Time-limit warning under Slurm: the checkpoint is written, so requeue the job; the next
+    attempt resumes from it. (On SIGTERM we do not: that is scancel, or a preemption that
+    Slurm requeues by itself.)"""
+    import subprocess
+
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if not job_id or int(os.environ.get("RANK", "0")) != 0:
+        return
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+    if restarts >= max_requeues:
+        log.warning("not requeueing job %s: already restarted %d times (slurm.max_requeues)", job_id, restarts)
+        return
+    log.info("requeueing Slurm job %s (restart %d of at most %d)", job_id, restarts + 1, max_requeues)
+    subprocess.run(["scontrol", "requeue", job_id], check=False, timeout=60)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m alpaca_jobs.runtime --payload FILE`` or ``--spec SPEC --run-dir DIR [--set k=v]``:
+    the launch path for a Kubernetes pod, torchrun or a plain sbatch script. Bad input is one
+    line on stderr and exit code 2 (the pod failure policy does not retry it), never a traceback."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(prog="alpaca_jobs.runtime")
+    ap.add_argument("--payload", help="a rendered payload (JSON), as the Kubernetes backend mounts it")
+    ap.add_argument("--spec", help="a job spec file (with --run-dir)")
+    ap.add_argument("--run-dir", help="the run directory (its name is the run id)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--backend", default="torchrun")
+    args = ap.parse_args(argv)
+    try:
+        if args.payload:
+            from alpaca_jobs.common.textfiles import read_utf8
+
+            payload = Payload.from_dict(json.loads(read_utf8(args.payload)))
+        elif args.spec and args.run_dir:
+            from alpaca_jobs.spec import load_spec
+
+            run_dir = Path(args.run_dir)
+            payload = Payload.build(load_spec(args.spec, args.overrides), run_dir.name, args.backend, run_dir)
+        else:
+            ap.error("give --payload FILE, or --spec SPEC --run-dir DIR")
+        run_job(payload, kinds.resolve(kinds.get(payload.kind).body))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
