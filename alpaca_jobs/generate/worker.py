@@ -33,13 +33,17 @@ def generate_job(payload: dict[str, Any]) -> dict[str, Any]:
     try:
         gen = Generation(loaded.spec.generate, run_dir, stop)
         out = gen.run()
+        if out.status == "failed":  # every reply that arrived is logged; one request failed for good
+            raise gen.failure
     except Exception as exc:
         error = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
         extra = {}
         if gen is not None:
-            extra = {"api": gen.client.spend.as_dict(),
+            spend = gen.spend()
+            extra = {"api": spend, "api_cost_usd": spend["spend_bound_usd"],
                      "results": {"kept": len(gen.kept), "rejected": dict(gen.reasons),
-                                 "responses": gen.responses}}
+                                 "responses": gen.responses,
+                                 "failed_requests": gen.ledger.failed_requests}}
         publish(build_record(payload, loaded, "failed", own_usage(t0), started, error=error, **extra),
                 run_dir)
         raise
@@ -49,9 +53,13 @@ def generate_job(payload: dict[str, Any]) -> dict[str, Any]:
     log.info("%s: kept %d, rejected %d %s; %d replies (%d unparseable); API $%.4f",
              out.stop_reason, out.kept, sum(out.rejected.values()), out.rejected, out.responses,
              out.unparseable_responses, out.spend["cost_usd"])
+    if out.spend["unsettled_usd"]:
+        log.warning("up to $%.4f more may have been billed for attempts whose reply never arrived",
+                    out.spend["unsettled_usd"])
     log.info("training data: %s", out.data_file)
+    # api_cost_usd counts what may have been billed unseen too: never less than the bill.
     rec = build_record(payload, loaded, out.status, own_usage(t0), started, api=out.spend,
-                       results=out.results())
+                       api_cost_usd=out.spend["spend_bound_usd"], results=out.results())
     return publish(rec, run_dir)
 
 
