@@ -41,11 +41,12 @@ class Teacher:
     def __init__(self, *, n_tasks: int = 40, key: str | None = None,
                  delay: float = 0.0, faults: list[tuple[int, dict]] | None = None,
                  garbage: bool = False, repeat_every: int = 0,
-                 fail_seeds: dict[int, int] | None = None) -> None:
+                 fail_seeds: dict[int, int] | None = None, ignore_stop: bool = False) -> None:
         self.n_tasks, self.key = n_tasks, key  # n_tasks: the last number it writes unstopped
         self.delay, self.garbage, self.repeat_every = delay, garbage, repeat_every
         self.faults = list(faults or [])  # (status, headers) answered to the next requests
         self.fail_seeds = dict(fail_seeds or {})  # seed -> HTTP status, answered every time
+        self.ignore_stop = ignore_stop  # some servers ignore `stop`: replies run to n_tasks
         self.seeds_seen: list[int] = []  # the `seed` of every request answered 200
         self.requests = 0
         self.errors = 0  # requests answered with an error status (never billed)
@@ -89,7 +90,7 @@ class Teacher:
             return (" A" if zlib.crc32(prompt.encode()) % 3 else " B"), "stop"
         numbers = re.findall(r"(\d+)\. Instruction:", prompt)
         text = self.reply_text(seed, int(numbers[-1]) if numbers else 4)
-        stops = req.get("stop") or []
+        stops = [] if self.ignore_stop else req.get("stop") or []
         cuts = [text.find(s) for s in ([stops] if isinstance(stops, str) else stops) if s in text]
         finish = "stop"
         if cuts:
