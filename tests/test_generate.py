@@ -366,3 +366,45 @@ def test_killed_with_requests_in_flight_the_job_never_forgets_what_may_have_been
     assert known == pytest.approx(rec["api"]["cost_usd"] + rec["api"]["unsettled_usd"])
     assert billed - 1e-6 <= known <= 20.0  # never less than the bill, never over the cap
     assert known >= 0.9 * 20.0
+
+
+# -- seeds: novelty against another seed set -------------------------------------------------
+
+def _seed_line(instruction: str, output: str = "An answer.") -> str:
+    return json.dumps({"id": "t", "name": "t", "instruction": instruction,
+                       "instances": [{"input": "", "output": output}], "is_classification": False}) + "\n"
+
+
+def test_seeds_check_names_the_worst_pairs_and_fails_at_the_threshold(tmp_path):
+    # An upstream-like file (self-instruct's layout), written here: the project ships none.
+    upstream = tmp_path / "upstream.jsonl"
+    upstream.write_text(_seed_line("Translate the English sentence into Chinese.")
+                        + _seed_line("Give me a cooking recipe for the following food."))
+    ours = tmp_path / "ours.jsonl"
+    ours.write_text(_seed_line("Name three primary colours.")
+                    + _seed_line("Translate the sentence into Portuguese."))
+    r = cli("seeds", "check", str(ours), "--against", str(upstream))
+    assert r.returncode == 1, r.stderr
+    first = r.stdout.splitlines()[:3]  # worst pair first, both sides named by file:line
+    assert first == ["0.727 TOO SIMILAR", f"  {ours}:2: Translate the sentence into Portuguese.",
+                     f"  {upstream}:1: Translate the English sentence into Chinese."]
+    assert "2 seed tasks; max ROUGE-L 0.727; 1 at or above 0.7" in r.stdout
+    ok = cli("seeds", "check", str(ours), "--against", str(upstream), "--threshold", "0.75")
+    assert ok.returncode == 0 and "0 at or above 0.75" in ok.stdout
+    # The project's own seeds against themselves: every task is its own worst pair (1.0).
+    assert cli("seeds", "check", str(SEEDS), "--against", str(SEEDS)).returncode == 1
+    # A malformed file: one line naming it, no traceback.
+    upstream.write_text("{not json\n")
+    bad = cli("seeds", "check", str(ours), "--against", str(upstream))
+    assert bad.returncode == 2 and f"{upstream}:1: not valid JSON" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_the_rewritten_seed_is_novel_against_the_instruction_it_resembled():
+    from alpaca_jobs.generate.rouge import rouge_l, tokenize
+
+    seeds = {s.instruction for s in load_seeds(SEEDS)}
+    assert "Translate the sentence into Portuguese." not in seeds
+    assert "Render this English sentence in Portuguese." in seeds
+    assert rouge_l(tokenize("Render this English sentence in Portuguese."),
+                   tokenize("Translate the English sentence into Chinese.")) < 0.7
