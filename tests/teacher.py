@@ -125,9 +125,10 @@ class Teacher:
                 seed = int(req.get("seed") or 0)
                 with teacher.lock:
                     teacher.requests += 1
-                    fault = teacher.faults.pop(0) if teacher.faults else None
                     if seed in teacher.fail_seeds:
                         fault = (teacher.fail_seeds[seed], {})
+                    else:
+                        fault = teacher.faults.pop(0) if teacher.faults else None
                     if fault and fault[0] or teacher.key and self.headers.get("Authorization") != f"Bearer {teacher.key}":
                         teacher.errors += 1
                 if teacher.key and self.headers.get("Authorization") != f"Bearer {teacher.key}":

@@ -194,10 +194,10 @@ PRICES = {"generate.api.input_usd_per_mtok": 1000, "generate.api.output_usd_per_
 
 
 def test_budget_is_used_up_to_the_cap_with_several_requests_in_flight(tmp_path):
-    # $1000 per 1M tokens either way: a request costs ~$0.9, at worst (its prompt x 1.25 +
-    # 256 tokens out) ~$1.3. Four in flight reserve ~$5 between them; as replies come back
-    # their reservations shrink to the real cost and the job goes on: it stops within one
-    # request's worst case of the cap, never over it.
+    # $1000 per 1M tokens either way: a request costs ~$0.9, at worst (its prompt at the
+    # tokens per character seen + 10%, and 256 tokens out) ~$1. Four in flight reserve ~$4
+    # between them; as replies come back their reservations shrink to the real cost and the
+    # job goes on: it stops within one request's worst case of the cap, never over it.
     with Teacher() as t:
         r = cli("generate", str(SPEC), *_sets(tmp_path, t.base_url, **{
             "generate.num_instructions": 1000, "generate.max_usd": 20.0, "generate.api.in_flight": 4,
@@ -274,7 +274,8 @@ def _raw(tmp: Path, run_id: str) -> list[dict]:
 
 
 def test_a_failing_request_keeps_the_others_replies_and_a_restart_does_not_pay_again(tmp_path):
-    # Request 1 (seed 43) is answered 500 every time; 0, 2 and 3 are in flight beside it.
+    # Request 1 (seed 43) is answered 500 every time; 0, 2 and 3 are in flight beside it, and
+    # two of their attempts are answered 429 first.
     with Teacher(delay=0.3, fail_seeds={43: 500}, faults=[(429, {})] * 2) as t:
         args = _sets(tmp_path, t.base_url, **{"generate.num_instructions": 40, "generate.api.in_flight": 4,
                                                "generate.api.max_attempts": 3, **PRICES})
@@ -283,7 +284,7 @@ def test_a_failing_request_keeps_the_others_replies_and_a_restart_does_not_pay_a
         assert "gave up after 3 attempts (HTTP 500)" in r.stderr
         rec = _record(tmp_path, "f")
         answered = {s - 42 for s in t.seeds_seen}  # every request the server answered 200 (billed)
-        assert rec["status"] == "failed" and 1 not in answered and len(answered) == 3
+        assert rec["status"] == "failed" and 1 not in answered and len(answered) >= 3
         assert {e["index"] for e in _raw(tmp_path, "f")} == answered  # no paid reply thrown away
         api = rec["api"]
         assert (api["input_tokens"], api["output_tokens"]) == (t.billed_input_tokens, t.billed_output_tokens)
@@ -352,7 +353,6 @@ def test_killed_with_requests_in_flight_the_job_never_forgets_what_may_have_been
             time.sleep(0.02)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        time.sleep(1.5)  # the server finishes (and bills) what it was answering
         billed_at_kill = t.billed_usd(1000, 1000)
         logged = _raw(tmp_path, "sk")
         r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -75,7 +75,7 @@ class Generation:
         self.reasons: Counter[str] = Counter()
         self.done: set[int] = set()
         self.responses = self.unparseable = self.candidates = self.replayed = 0
-        self.max_prompt_tokens = 0
+        self.tokens_per_char = 0.0  # the most prompt tokens per prompt character seen
         self.raw = RawLog(run_dir / "raw.jsonl")
         self.ledger = Ledger(run_dir)
         self.failure: ApiError | None = None
@@ -87,7 +87,8 @@ class Generation:
         """One logged reply through parser, filters and pool (live and on replay alike)."""
         self.done.add(entry["index"])
         self.responses += 1
-        self.max_prompt_tokens = max(self.max_prompt_tokens, entry["input_tokens"])
+        if entry.get("prompt_chars"):
+            self.tokens_per_char = max(self.tokens_per_char, entry["input_tokens"] / entry["prompt_chars"])
         parsed = parse_reply(entry["text"], self.cfg.prompt_examples + 1, entry["finish_reason"])
         if not parsed.candidates:
             self.unparseable += 1
@@ -157,13 +158,16 @@ class Generation:
         return {"index": index, "examples": picks, "finish_reason": reply.finish_reason,
                 "text": reply.text, "input_tokens": reply.input_tokens,
                 "output_tokens": reply.output_tokens, "attempts": reply.attempts, "reservation": rid,
+                "prompt_chars": len(prompt),
                 "seconds": round(reply.seconds, 3), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
     def _worst_cost(self, index: int) -> float:
-        """What one more request could cost at most: prompt tokens (measured, or 1 token per
-        2 characters before the first reply) plus max_tokens of output."""
+        """What one attempt of request ``index`` could cost at most: its prompt's tokens (at
+        the most tokens per character seen so far, +10%; 1 token per 2 characters before the
+        first reply) plus max_tokens of output."""
         _, prompt = self._prompt(index)
-        inp = int(self.max_prompt_tokens * 1.25) + 16 if self.max_prompt_tokens else len(prompt) // 2 + 16
+        per_char = self.tokens_per_char * 1.1 if self.tokens_per_char else 0.5
+        inp = int(len(prompt) * per_char) + 16
         return self.client.spend.cost(inp, self.client.cfg["max_tokens"]) - self.client.spend.cost(0, 0)
 
     def _final_reason(self, pending: dict[Future, int]) -> str | None:
@@ -214,9 +218,11 @@ class Generation:
             self.ledger.failed(index, exc.attempts, str(exc))
             self.failure = self.failure or exc
             return
-        except ApiError as exc:
-            self.ledger.failed(index, 0, str(exc))
-            self.failure = self.failure or exc
+        except Exception as exc:  # noqa: BLE001 - any failure: the other replies still count
+            log.exception("request %d failed", index)
+            error = exc if isinstance(exc, ApiError) else ApiError(f"request {index}: {type(exc).__name__}: {exc}")
+            self.ledger.failed(index, 0, str(error))
+            self.failure = self.failure or error
             return
         self.raw.append(entry)  # on disk before it is parsed
         self.client.spend.add(Reply(entry["text"], entry["finish_reason"], entry["input_tokens"],
