@@ -273,6 +273,29 @@ def _raw(tmp: Path, run_id: str) -> list[dict]:
     return [json.loads(x) for x in (tmp / "runs" / run_id / "raw.jsonl").read_text().splitlines()]
 
 
+def test_the_budget_is_looked_at_again_when_replies_free_their_reservations(tmp_path):
+    # Calibration, one at a time: the real costs of requests 0 and 1, and the worst case
+    # reserved for request 2 once they are known (from the journal).
+    with Teacher() as t:
+        cal = cli("generate", str(SPEC), *_sets(tmp_path, t.base_url, **{
+            "generate.num_instructions": 1000, "generate.max_requests": 3, "generate.api.in_flight": 1,
+            **PRICES}), "--run-id", "cal")
+        assert cal.returncode == 0, cal.stderr
+        a0, a1 = [(e["input_tokens"] + e["output_tokens"]) * 1000 / 1e6 for e in _raw(tmp_path, "cal")[:2]]
+        journal = [json.loads(x) for x in (tmp_path / "runs" / "cal" / "spend.jsonl").read_text().splitlines()]
+        r2 = next(x["usd"] for x in journal if x["op"] == "reserve" and x["index"] == 2)
+        # With two in flight the worst cases reserved (estimated before any reply) leave no
+        # room for request 2; once replies settle them at their real cost, there is.
+        cap = a0 + a1 + r2 + 1e-4
+        r = cli("generate", str(SPEC), *_sets(tmp_path, t.base_url, **{
+            "generate.num_instructions": 1000, "generate.max_usd": cap, "generate.api.in_flight": 2,
+            **PRICES}), "--run-id", "two")
+    assert r.returncode == 0, r.stderr
+    rec = _record(tmp_path, "two")
+    assert rec["results"]["stop_reason"] == "budget (max_usd) reached"
+    assert rec["api"]["requests"] == 3 and rec["api_cost_usd"] <= cap
+
+
 def test_a_failing_request_keeps_the_others_replies_and_a_restart_does_not_pay_again(tmp_path):
     # Request 1 (seed 43) is answered 500 every time; 0, 2 and 3 are in flight beside it, and
     # two of their attempts are answered 429 first.

@@ -79,7 +79,6 @@ class Generation:
         self.raw = RawLog(run_dir / "raw.jsonl")
         self.ledger = Ledger(run_dir)
         self.failure: ApiError | None = None
-        self.budget_hit = False
         self._cursor = 0  # the next request index to consider
 
     # -- state ------------------------------------------------------------------------
@@ -180,8 +179,6 @@ class Generation:
             return "a request failed"
         if self.cfg.max_requests is not None and self.responses + len(pending) >= self.cfg.max_requests:
             return "max_requests reached"
-        if self.budget_hit and not pending:
-            return "budget (max_usd) reached"
         return None
 
     def _launch(self, pool: ThreadPoolExecutor, pending: dict[Future, int]) -> str | None:
@@ -199,10 +196,8 @@ class Generation:
             worst = self._worst_cost(index)
             try:
                 rid = self.ledger.reserve(index, 1, worst, self.client.spend.cost(), self.cfg.max_usd)
-            except BudgetExhausted:  # replies in flight will free reservations: look again then
-                self.budget_hit = True
-                return self._final_reason(pending)
-            self.budget_hit = False
+            except BudgetExhausted:  # replies in flight free their reservations: look again then
+                return None if pending else "budget (max_usd) reached"
             pending[pool.submit(self._ask, index, rid, worst)] = index
             self._cursor += 1
         return None
@@ -210,8 +205,8 @@ class Generation:
     def _collect(self, fut: Future, index: int) -> None:
         try:
             entry = fut.result()
-        except BudgetExhausted:
-            self.budget_hit = True
+        except BudgetExhausted as exc:  # a retry that max_usd cannot cover: the request ends
+            log.warning("%s; request %d ends without a reply", exc, index)
             return
         except RequestFailed as exc:
             log.error("request %d failed for good: %s", index, exc)
