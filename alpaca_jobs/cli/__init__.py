@@ -270,6 +270,10 @@ main.add_command(evaluate_command)  # alpaca-jobs evaluate [SPEC] [--set ...] [-
 main.add_command(rate_command)  # alpaca-jobs rate RUN_DIR [--host] [--port 8090]
 main.add_command(evaluate_report_command)  # alpaca-jobs evaluate-report RUN_DIR
 
+from alpaca_jobs.generate.check import seeds as seeds_group  # noqa: E402 - click only
+
+main.add_command(seeds_group)  # alpaca-jobs seeds check SEEDS --against OTHER.jsonl
+
 
 @main.group()
 def models() -> None:

@@ -17,11 +17,15 @@ def generate_body(job) -> Any:
     gen = Generation(job.spec.generate, job.run_dir, job.stop)
 
     def progress() -> dict[str, Any]:  # what the record says if the run fails from here on
-        return {"api": gen.client.spend.as_dict(),
-                "results": {"kept": len(gen.kept), "rejected": dict(gen.reasons), "responses": gen.responses}}
+        spend = gen.spend()
+        return {"api": spend, "api_cost_usd": spend["spend_bound_usd"],
+                "results": {"kept": len(gen.kept), "rejected": dict(gen.reasons),
+                            "responses": gen.responses, "failed_requests": gen.ledger.failed_requests}}
 
     try:
         out = gen.run()
+        if out.status == "failed":  # every reply that arrived is logged; one request failed for good
+            raise gen.failure
     except BaseException:
         job.partial.update(progress())
         raise
@@ -29,5 +33,10 @@ def generate_body(job) -> Any:
     log.info("%s: kept %d, rejected %d %s; %d replies (%d unparseable); API $%.4f",
              out.stop_reason, out.kept, sum(out.rejected.values()), out.rejected, out.responses,
              out.unparseable_responses, out.spend["cost_usd"])
+    if out.spend["unsettled_usd"]:
+        log.warning("up to $%.4f more may have been billed for attempts whose reply never arrived",
+                    out.spend["unsettled_usd"])
     log.info("training data: %s", out.data_file)
-    return Outcome(out.status, {"api": out.spend, "results": out.results()})
+    # api_cost_usd counts what may have been billed unseen too: never less than the bill.
+    return Outcome(out.status, {"api": out.spend, "api_cost_usd": out.spend["spend_bound_usd"],
+                                "results": out.results()})
