@@ -41,9 +41,7 @@ RANK_LOG = "logs/rank_%t_log"  # + .out/.err under the run directory; %t: the ta
 def sbatch_options(spec: JobSpec) -> dict[str, str | int | bool]:
     """The spec's #SBATCH options (name -> value, True for a flag), site settings included."""
     site = spec.slurm
-    names = {"job_name": "job-name", "ntasks_per_node": "ntasks-per-node", "cpus_per_task": "cpus-per-task",
-             "gpus_per_node": "gpus-per-node"}
-    params = {names.get(k, k): v for k, v in translate("slurm", spec).items()}
+    params = {k.replace("_", "-"): v for k, v in translate("slurm", spec).items()}
     days, minutes = divmod(int(params["time"]), 24 * 60)
     params["time"] = (f"{days}-" if days else "") + f"{minutes // 60:02d}:{minutes % 60:02d}:00"
     gpus = params.pop("gpus-per-node")
@@ -94,7 +92,7 @@ def _srun(spec: JobSpec) -> str:
 
 
 def sbatch_script(spec: JobSpec, *, run_dir: list[str], launch: str, output: str | None = None,
-                  after: list[str] | None = None, array: str | None = None, notes: list[str] = ()) -> str:
+                  after: list[str] | None = None, array: str | None = None, notes: tuple[str, ...] = ()) -> str:
     """The whole batch script: shebang, notes, #SBATCH lines, then shell lines that set
     RUN_DIR (``run_dir``), the site's setup, and one srun running ``launch``."""
     opts = dict(sbatch_options(spec))
@@ -121,10 +119,10 @@ def standalone_script(loaded: LoadedSpec, spec_arg: str) -> str:
         raise UserError(f"{spec_arg}: standalone sbatch scripts are rendered for train jobs; "
                         f"submit a {spec.job} job with `alpaca-jobs submit --cluster slurm`")
     default = shlex.quote(f"{spec.runs_dir}/{spec.name}-") + "$SLURM_JOB_ID"
-    notes = [f"Generated from {spec_arg} by `make render`; edit the spec, not this file.",
+    notes = (f"Generated from {spec_arg} by `make render`; edit the spec, not this file.",
              f"Submit from the repository root ({spec_arg} is read from there). The run directory is",
              f"$ALPACA_JOBS_RUN_DIR, else {spec.runs_dir}/{spec.name}-JOBID; a requeued job resumes in it.",
-             "Batch output: %x-%j.out in the submit directory; each rank logs to RUN_DIR/logs/."]
+             "Batch output: %x-%j.out in the submit directory; each rank logs to RUN_DIR/logs/.")
     return sbatch_script(spec, run_dir=[f'RUN_DIR="${{ALPACA_JOBS_RUN_DIR:-{default}}}"'],
                          launch=f'-m alpaca_jobs.train.worker {shlex.quote(spec_arg)} "$RUN_DIR" --backend slurm',
                          output="%x-%j.out", notes=notes)
