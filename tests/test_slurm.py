@@ -142,6 +142,10 @@ def test_sweep_is_one_job_array(runs):
     assert proc.returncode == 0, proc.stderr
     ids = [json.loads((runs / f"sweep-{i}" / "handle.json").read_text())["job_id"] for i in (0, 1)]
     assert ids[0].split("_")[0] == ids[1].split("_")[0] and ids[0] != ids[1]  # one array, two tasks
+    stored = subprocess.run(["scontrol", "write", "batch_script", ids[0], "-"], capture_output=True, text=True,
+                            check=True).stdout
+    assert stored == (runs / "sweep-array" / "job.sbatch").read_text() and "#SBATCH --array=0-1\n" in stored
+    assert f"RUN_DIRS=({runs / 'sweep-0'} {runs / 'sweep-1'})\n" in stored
     for i in (0, 1):
         assert f"sweep-{i}: COMPLETED" in _wait_done(f"sweep-{i}", runs)
     peak = [metrics(runs / f"sweep-{i}")[0]["lr"] for i in (0, 1)]  # after 1 warmup step
