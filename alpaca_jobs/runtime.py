@@ -110,6 +110,7 @@ def _environment(payload: Payload, kind: kinds.Kind) -> None:
                             force=True)
     for noisy in NOISY:
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("submitit").propagate = False  # it has a handler of its own: lines once
 
 
 def _raise_interrupt(signum: int, _frame: object) -> None:

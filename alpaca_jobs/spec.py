@@ -193,8 +193,10 @@ class SlurmConfig(_Strict):
         description="gpu_type -> the site's gres type, e.g. {a100-80gb: a100}; "
         "unmapped types ask for --gpus-per-node",
     )
-    exclusive: bool = False
-    python: str | None = Field(None, description="python on the nodes (runtime none); default: this one")
+    exclusive: bool = Field(False, description="the whole node for this job (#SBATCH --exclusive)")
+    python: str = Field("python3", description="the interpreter on the compute nodes (container runtime "
+                        "none), with alpaca_jobs installed: a command on their PATH or a path; "
+                        "checked on a node before submission")
     setup: list[str] = Field(default_factory=list, description="shell lines run before srun")
     extra_sbatch: dict[str, str | int | bool] = Field(default_factory=dict)
     max_requeues: int = Field(5, ge=0, description="times a timed-out job requeues itself")

@@ -2,7 +2,14 @@
 
 import pytest
 
-from alpaca_jobs.backends.slurm import executor_params, node_python, standalone_script
+from alpaca_jobs.backends.slurm import (
+    SlurmBackend,
+    node_python,
+    render_script,
+    sbatch_options,
+    standalone_script,
+)
+from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.spec import load_spec
 from tests.conftest import ROOT, cli
 
@@ -18,9 +25,62 @@ def test_checked_in_sbatch_scripts_match_their_specs(path, spec):
 def test_seven_b_recipe_asks_for_one_full_a100_node():
     text = (ROOT / "slurm/train.sbatch").read_text()
     for line in ("#SBATCH --nodes=1", "#SBATCH --ntasks-per-node=8", "#SBATCH --gpus-per-node=8",
-                 "#SBATCH --signal=USR2@120", "#SBATCH --requeue"):
-        assert line in text
-    assert "alpaca_jobs.runtime --spec jobs/train.yaml" in text
+                 "#SBATCH --exclusive", "#SBATCH --time=06:00:00", "#SBATCH --signal=USR2@120",
+                 "#SBATCH --requeue"):
+        assert line + "\n" in text
+    assert "python3 -u -m alpaca_jobs.runtime --spec jobs/train.yaml" in text
+    assert "wckey" not in text and "{" + "this file}" not in text and "submitit.core" not in text
+
+
+def test_render_is_pure_and_states_its_dependencies(tmp_path):
+    """No Slurm and no files are needed to render; `after` becomes afterok + kill-on-invalid-dep."""
+    import subprocess
+    import sys
+
+    code = ("from alpaca_jobs.backends.slurm import SlurmBackend; from alpaca_jobs.spec import load_spec; "
+            "s = SlurmBackend().render(load_spec('jobs/train.yaml'), 'r1', after=['11', '12']); print(s.text, end='')")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env={"PATH": str(tmp_path), "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "#SBATCH --dependency=afterok:11:12\n#SBATCH --kill-on-invalid-dep=yes\n" in text
+    assert "RUN_DIR=/shared/alpaca-jobs/runs/r1\n" in text and not any(tmp_path.iterdir())
+    assert text.endswith('-u -m alpaca_jobs.runtime --payload "$RUN_DIR/payload.json"\n')
+    assert text.count("\nsrun ") == 1 and "#" not in text.replace("#!/bin/bash", "").replace("#SBATCH", "")
+    loaded = load_spec(ROOT / "jobs/train.yaml")
+    plain = SlurmBackend().render(loaded, "r1")
+    assert "--dependency" not in plain.text and plain.text == render_script(loaded.spec, "r1")
+
+
+def test_only_a_backend_with_dependencies_takes_them():
+    """The pipeline asks a backend's capabilities, not its name: where the scheduler cannot hold a
+    job for another (local, Kubernetes), a dependency is refused, never silently dropped."""
+    from alpaca_jobs.backends import get_backend
+    from alpaca_jobs.common.errors import UserError
+
+    loaded = load_spec(ROOT / "jobs/train-local.yaml")
+    assert get_backend("slurm").capabilities.dependencies
+    for name in ("local", "k8s"):
+        backend = get_backend(name)
+        assert not backend.capabilities.dependencies
+        with pytest.raises(UserError, match="cannot hold a job until others complete"):
+            backend.render(loaded, "r3", after=["77"])
+
+
+def test_dry_run_works_without_slurm(tmp_path):
+    """`submit --cluster slurm --dry-run` on a laptop: no srun, sbatch or sinfo on PATH."""
+    import sys
+
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    (bare / "python3").symlink_to(sys.executable)
+    for tool in ("srun", "sbatch", "sinfo", "scontrol"):
+        assert not (bare / tool).exists()
+    proc = cli("submit", "jobs/train.yaml", "--cluster", "slurm", "--dry-run", "--run-id", "r",
+               env={"PATH": str(bare)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("# dry run: slurm submission of jobs/train.yaml (nothing submitted)\n#!/bin/bash\n")
+    assert "#SBATCH --gpus-per-node=8\n" in proc.stdout and "Traceback" not in proc.stderr
 
 
 def test_site_names_and_containers_come_from_configuration():
@@ -29,26 +89,27 @@ def test_site_names_and_containers_come_from_configuration():
         "slurm.gres_types={a100-80gb: a100_80g}", "slurm.constraint=ib", "resources.nodes=2",
         "slurm.extra_sbatch={reservation: alpaca}",
     ])
-    p = executor_params(loaded.spec)
-    assert p["gres"] == "gpu:a100_80g:8" and "gpus_per_node" not in p
+    p = sbatch_options(loaded.spec)
+    assert p["gres"] == "gpu:a100_80g:8" and "gpus-per-node" not in p
     assert (p["partition"], p["account"], p["qos"], p["constraint"], p["nodes"]) == ("a100", "nlp", "high", "ib", 2)
-    assert p["exclusive"] is True and p["additional_parameters"]["reservation"] == "alpaca"
+    assert p["exclusive"] is True and p["reservation"] == "alpaca"
     text = standalone_script(loaded, "jobs/train.yaml")
-    assert "#SBATCH --gres=gpu:a100_80g:8" in text and "#SBATCH --nodes=2" in text
+    assert "#SBATCH --gres=gpu:a100_80g:8\n" in text and "#SBATCH --nodes=2\n" in text
+    assert "#SBATCH --reservation=alpaca\n" in text and "#SBATCH --partition=a100\n" in text
     pyxis = load_spec(ROOT / "jobs/train.yaml", ["slurm.container.runtime=pyxis",
                                                  "slurm.container.image=nvcr.io#org/alpaca:1",
                                                  "slurm.container.mounts=[/shared:/shared]"])
-    assert executor_params(pyxis.spec)["srun_args"] == [
-        "--container-image", "nvcr.io#org/alpaca:1", "--container-mounts", "/shared:/shared"]
+    srun = render_script(pyxis.spec, "p").splitlines()[-1]
+    assert " --container-image='nvcr.io#org/alpaca:1' --container-mounts=/shared:/shared python3 -u -m " in srun
     apptainer = load_spec(ROOT / "jobs/train.yaml", ["slurm.container.runtime=apptainer",
                                                      "slurm.container.image=/images/train.sif"])
     assert node_python(apptainer.spec) == "apptainer exec --nv /images/train.sif python3"
-
-
-def test_dry_run_prints_the_sbatch_script_submitit_writes():
-    proc = cli("submit", "jobs/train.yaml", "--cluster", "slurm", "--dry-run", "--run-id", "r")
-    assert proc.returncode == 0, proc.stderr
-    assert "#SBATCH --gpus-per-node=8" in proc.stdout and "-m submitit.core._submit" in proc.stdout
+    assert " apptainer exec --nv /images/train.sif python3 -u -m alpaca_jobs.runtime" in render_script(
+        apptainer.spec, "a")
+    own = load_spec(ROOT / "jobs/train.yaml", ["slurm.python=/opt/py/bin/python"])
+    assert '.err" /opt/py/bin/python -u -m alpaca_jobs.runtime' in render_script(own.spec, "o")
+    with pytest.raises(UserError, match="slurm option reservation: a line break"):
+        render_script(load_spec(ROOT / "jobs/train.yaml", ['slurm.extra_sbatch={reservation: "a\\nb"}']).spec, "x")
 
 
 K8S = {"k8s/overlays/train-7b/train.yaml": "jobs/train.yaml", "k8s/overlays/train-local/train.yaml": "jobs/train-local.yaml",
@@ -141,7 +202,6 @@ def test_metrics_sinks_reach_the_jobs_environment():
     import yaml
 
     from alpaca_jobs.backends.k8s_objects import manifests
-    from alpaca_jobs.backends.slurm import executor_params
     from alpaca_jobs.spec import load_spec
 
     spec = ROOT / "jobs" / "generate.yaml"
@@ -151,8 +211,7 @@ def test_metrics_sinks_reach_the_jobs_environment():
     env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["ALPACA_JOBS_PUSHGATEWAY"]["value"] == "http://pushgateway.monitoring:9091"
     assert "value" not in env["OPENAI_API_KEY"] and env["OPENAI_API_KEY"]["valueFrom"]
-    setup = executor_params(loaded.spec)["setup"]
-    assert "export ALPACA_JOBS_TEXTFILE_DIR='/var/lib/node_exporter/text files'" in setup
+    assert "\nexport ALPACA_JOBS_TEXTFILE_DIR='/var/lib/node_exporter/text files'\n" in render_script(loaded.spec, "g")
     off = load_spec(spec, ["k8s.pushgateway=null", "slurm.textfile_dir=null"])
     assert "ALPACA_JOBS_PUSHGATEWAY" not in manifests(off, str(spec))
-    assert "ALPACA_JOBS_TEXTFILE_DIR" not in str(executor_params(off.spec).get("setup"))
+    assert "ALPACA_JOBS_TEXTFILE_DIR" not in render_script(off.spec, "g")

@@ -22,6 +22,9 @@ pytestmark = pytest.mark.integration
 SPEC = "jobs/train-local.yaml"
 GRES = ["--set", "resources.gpus_per_node=2", "--set", "resources.gpu_type=a100-80gb",
         "--set", "slurm.gres_types={a100-80gb: a100}"]
+# The compute node is this machine: its `python3` is this venv's when the venv is on PATH (as a
+# site's module or venv would put it; sbatch passes PATH on). The baseline names it instead.
+ENV = {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -59,7 +62,7 @@ def baseline(runs) -> Path:
     """`make submit-train CLUSTER=slurm SPEC=jobs/train-local.yaml`, followed to the end."""
     proc = subprocess.run(
         ["make", "-s", "submit-train", "CLUSTER=slurm", f"SPEC={SPEC}", f"VENV={sys.prefix}",
-         f"SETS=runs_dir={runs}", "ARGS=--run-id base --wait"],
+         f"SETS=runs_dir={runs} slurm.python={sys.executable}", "ARGS=--run-id base --wait"],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr + proc.stdout[-3000:]
     assert "submitted base to slurm (job " in proc.stdout
@@ -82,7 +85,7 @@ def test_embedded_default_trains_on_slurm(baseline):
 def test_gres_gpus_timeout_signal_checkpoint_requeue_resume(baseline, runs):
     """USR2 is Slurm's time-limit warning (--signal=USR2@120): checkpoint, requeue, resume."""
     proc = cli("submit", SPEC, "--cluster", "slurm", "--run-id", "gres", "--set", f"runs_dir={runs}",
-               "--set", "train.checkpoint_every_steps=4", *GRES)
+               "--set", "train.checkpoint_every_steps=4", *GRES, env=ENV)
     assert proc.returncode == 0, proc.stderr
     run_dir = runs / "gres"
     end = time.time() + 180
@@ -100,12 +103,14 @@ def test_gres_gpus_timeout_signal_checkpoint_requeue_resume(baseline, runs):
     # Both measurements of GPU-hours: the job's own and sacct's, within the stated tolerance.
     assert sch["agree"], sch
     assert abs(sch["gpu_seconds"] - rec["gpu_seconds"]) <= 2 * sch["tolerance_seconds"]
-    log = (run_dir / "submitit" / f"{job}_0_log.out").read_text()
+    log = (run_dir / "logs" / "rank_0_log.out").read_text()
     assert "received SIGUSR2" in log and "requeueing Slurm job" in log and "resumed from" in log
+    lines = [x for x in log.splitlines() if x.strip()]
+    assert len(lines) == len(set(lines)), "a log line appears twice"
 
 
 def test_cancel_checkpoints_then_stops(runs):
-    proc = cli("submit", SPEC, "--cluster", "slurm", "--run-id", "cancelled", "--set", f"runs_dir={runs}")
+    proc = cli("submit", SPEC, "--cluster", "slurm", "--run-id", "cancelled", "--set", f"runs_dir={runs}", env=ENV)
     assert proc.returncode == 0, proc.stderr
     end = time.time() + 180
     while len(metrics(runs / "cancelled")) < 3 and time.time() < end:
@@ -123,7 +128,7 @@ def test_failing_job_surfaces_its_error(runs, tmp_path):
     broken.mkdir()
     (broken / "config.json").write_text('{"model_type": "llama", "hidden_size": "wide"}')
     proc = cli("submit", SPEC, "--cluster", "slurm", "--run-id", "failing", "--set", f"runs_dir={runs}",
-               "--set", f"train.base_model={broken}")
+               "--set", f"train.base_model={broken}", env=ENV)
     assert proc.returncode == 0, proc.stderr
     out = _wait_done("failing", runs)
     assert "failing: FAILED" in out and "\nerror" in out, out
@@ -133,10 +138,14 @@ def test_failing_job_surfaces_its_error(runs, tmp_path):
 
 def test_sweep_is_one_job_array(runs):
     proc = cli("submit", SPEC, "--cluster", "slurm", "--run-id", "sweep", "--set", f"runs_dir={runs}",
-               "--set", "train.max_steps=3", "--sweep", "train.learning_rate=1.0e-3,3.0e-3")
+               "--set", "train.max_steps=3", "--sweep", "train.learning_rate=1.0e-3,3.0e-3", env=ENV)
     assert proc.returncode == 0, proc.stderr
     ids = [json.loads((runs / f"sweep-{i}" / "handle.json").read_text())["job_id"] for i in (0, 1)]
     assert ids[0].split("_")[0] == ids[1].split("_")[0] and ids[0] != ids[1]  # one array, two tasks
+    stored = subprocess.run(["scontrol", "write", "batch_script", ids[0], "-"], capture_output=True, text=True,
+                            check=True).stdout
+    assert stored == (runs / "sweep-array" / "job.sbatch").read_text() and "#SBATCH --array=0-1\n" in stored
+    assert f"RUN_DIRS=({runs / 'sweep-0'} {runs / 'sweep-1'})\n" in stored
     for i in (0, 1):
         assert f"sweep-{i}: COMPLETED" in _wait_done(f"sweep-{i}", runs)
     peak = [metrics(runs / f"sweep-{i}")[0]["lr"] for i in (0, 1)]  # after 1 warmup step
@@ -144,13 +153,12 @@ def test_sweep_is_one_job_array(runs):
 
 
 def test_plain_sbatch_script_runs(tmp_path):
-    (ROOT / "runs" / "slurm-logs").mkdir(parents=True, exist_ok=True)
+    """`sbatch slurm/train-local.sbatch` as it is, from the repository root, with nothing made
+    beforehand (the batch output is sent to tmp_path here only to keep the checkout clean)."""
     run_dir = tmp_path / "plain"
-    # The script runs `python3` on the node: here, this venv's (as a site's module or venv would).
-    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
-    out = subprocess.run(["sbatch", "--parsable", "slurm/train-local.sbatch"], cwd=ROOT, capture_output=True,
-                         text=True, env={**os.environ, "ALPACA_JOBS_RUN_DIR": str(run_dir), "PATH": path},
-                         check=True)
+    out = subprocess.run(["sbatch", "--parsable", f"--output={tmp_path}/%x-%j.out", "slurm/train-local.sbatch"],
+                         cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, **ENV, "ALPACA_JOBS_RUN_DIR": str(run_dir)}, check=True)
     job = out.stdout.strip().split(";")[0]
     end = time.time() + 240
     state = ""
@@ -163,6 +171,38 @@ def test_plain_sbatch_script_runs(tmp_path):
     assert state.startswith("COMPLETED"), state
     rec = json.loads((run_dir / "run.json").read_text())
     assert rec["status"] == "completed" and rec["backend"] == "slurm" and (run_dir / "model").is_dir()
+    assert "step 33/33" in (run_dir / "logs" / "rank_0_log.out").read_text()
+
+
+def test_submitted_script_is_the_dry_run_text(tmp_path):
+    """What `submit --dry-run` prints is byte for byte the script Slurm stores for the job."""
+    args = ["submit", SPEC, "--cluster", "slurm", "--run-id", "same", "--set", f"runs_dir={tmp_path}",
+            "--set", "train.max_steps=1", *GRES]
+    dry = cli(*args, "--dry-run", env=ENV)
+    assert dry.returncode == 0, dry.stderr
+    header, _, text = dry.stdout.partition("\n")
+    assert header.startswith("# dry run") and text.startswith("#!/bin/bash\n")
+    assert not any(tmp_path.iterdir())  # a dry run writes nothing
+    proc = cli(*args, env=ENV)
+    assert proc.returncode == 0, proc.stderr
+    job = json.loads((tmp_path / "same" / "handle.json").read_text())["job_id"]
+    stored = subprocess.run(["scontrol", "write", "batch_script", job, "-"], capture_output=True, text=True,
+                            check=True).stdout
+    assert stored == text and (tmp_path / "same" / "job.sbatch").read_text() == text
+    assert "#SBATCH --gres=gpu:a100:2" in stored and "wckey" not in stored
+    assert "same: COMPLETED" in _wait_done("same", tmp_path)
+
+
+@pytest.mark.parametrize("python,needle", [
+    ("/nonexistent/bin/python3", "slurm.python: '/nonexistent/bin/python3' is not a command on a compute node; "
+                                 "set slurm.python to the interpreter there (a path), or slurm.container"),
+    ("/bin/false", "slurm.python: '/bin/false' on a compute node cannot import alpaca_jobs, submitit, torch"),
+])
+def test_node_python_is_checked_on_a_compute_node(tmp_path, python, needle):
+    proc = cli("submit", SPEC, "--cluster", "slurm", "--set", f"runs_dir={tmp_path}", "--set",
+               f"slurm.python={python}", timeout=120)
+    assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("sets,needle", [
@@ -174,7 +214,7 @@ def test_plain_sbatch_script_runs(tmp_path):
 ])
 def test_impossible_requests_fail_before_submission(tmp_path, sets, needle):
     args = [a for s in sets for a in ("--set", s)]
-    proc = cli("submit", SPEC, "--cluster", "slurm", "--set", f"runs_dir={tmp_path}", *args, timeout=60)
+    proc = cli("submit", SPEC, "--cluster", "slurm", "--set", f"runs_dir={tmp_path}", *args, timeout=60, env=ENV)
     assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and not any(tmp_path.iterdir())
 
@@ -182,11 +222,11 @@ def test_impossible_requests_fail_before_submission(tmp_path, sets, needle):
 def test_no_secret_in_pickles_logs_or_scripts(runs):
     secret = "sk-alpaca-test-0123456789abcdef"
     proc = cli("submit", SPEC, "--cluster", "slurm", "--run-id", "secret", "--set", f"runs_dir={runs}",
-               "--set", "train.max_steps=1", env={"OPENAI_API_KEY": secret, "HF_TOKEN": secret})
+               "--set", "train.max_steps=1", env={**ENV, "OPENAI_API_KEY": secret, "HF_TOKEN": secret})
     assert proc.returncode == 0, proc.stderr
     _wait_done("secret", runs)
     files = [p for p in (runs / "secret").rglob("*") if p.is_file()]
-    assert any(p.name.endswith("_submitted.pkl") for p in files) and any(p.suffix == ".sh" for p in files)
+    assert {"payload.json", "job.sbatch"} <= {p.name for p in files}
     for p in files:
         assert secret.encode() not in p.read_bytes(), p
     dry = cli("submit", SPEC, "--cluster", "slurm", "--dry-run", env={"OPENAI_API_KEY": secret})
@@ -198,7 +238,8 @@ def test_serve_job_on_slurm(runs):
 
     port = _free_port()
     proc = cli("submit", "jobs/serve-local.yaml", "--cluster", "slurm", "--run-id", "served",
-               "--set", f"runs_dir={runs}", "--set", f"serve.port={port}", "--set", f"serve.flags_db={runs}/flags.db")
+               "--set", f"runs_dir={runs}", "--set", f"serve.port={port}", "--set", f"serve.flags_db={runs}/flags.db",
+               env=ENV)
     assert proc.returncode == 0, proc.stderr
     assert _wait_ready(port)["model"] == MODEL  # the node is this machine
     assert "served: RUNNING" in cli("status", "served", "--runs-dir", str(runs)).stdout
@@ -214,7 +255,8 @@ def test_pipeline_chain_runs_as_dependent_slurm_jobs(tmp_path):
     from tests.test_serve import _free_port
 
     with Teacher(n_tasks=8) as t:
-        path = small_pipeline(tmp_path, t.base_url, port=_free_port(), name="slurm-pipe")
+        path = small_pipeline(tmp_path, t.base_url, port=_free_port(), name="slurm-pipe",
+                              extra=[f"slurm.python={sys.executable}"])
         first = cli("pipeline", str(path), "--cluster", "slurm", "--run-id", "sp", "--no-wait")
         assert first.returncode == 0, first.stderr[-3000:]
         pipe = json.loads((tmp_path / "runs" / "sp" / "pipeline.json").read_text())
@@ -224,10 +266,15 @@ def test_pipeline_chain_runs_as_dependent_slurm_jobs(tmp_path):
             assert f"(job {ids[stage]}) after job {ids[after]}" in first.stdout
         shown = subprocess.run(["scontrol", "show", "job", ids["evaluate"]], capture_output=True, text=True).stdout
         assert f"afterok:{ids['train']}" in shown or "JobState=COMPLETED" in shown or "RUNNING" in shown
+        script = (tmp_path / "runs" / "sp-evaluate" / "job.sbatch").read_text()  # what Slurm was sent
+        assert f"#SBATCH --dependency=afterok:{ids['train']}\n#SBATCH --kill-on-invalid-dep=yes\n" in script
         second = cli("pipeline", str(path), "--cluster", "slurm", "--run-id", "sp", timeout=900)
         assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
         assert "already queued or running" in second.stdout or "completed before" in second.stdout
         again = json.loads((tmp_path / "runs" / "sp" / "pipeline.json").read_text())
-        assert {k: v["job_id"] for k, v in again["stages"].items()} == ids  # nothing submitted twice
+        # Nothing submitted twice: each stage follows its first job, or reuses what it completed
+        # (pipeline/run.py then records no job id for it).
+        for stage, run in again["stages"].items():
+            assert run["job_id"] == ids[stage] or (run["reused"] and run["status"] == "COMPLETED"), (stage, run)
         check_outputs(tmp_path / "runs", "sp", t)
     assert cli("cancel", "sp-serve", "--runs-dir", str(tmp_path / "runs")).returncode == 0

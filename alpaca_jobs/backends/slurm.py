@@ -1,6 +1,13 @@
-"""Slurm backend: submitit's SlurmExecutor, one task per worker process (one per GPU).
+"""Slurm backend: our own sbatch script, sent as it is rendered.
 
-What ``--dry-run`` prints is the sbatch script submitit itself writes for this submission.
+``render`` is a pure function of (spec, run id, the job ids it waits on): the #SBATCH lines
+from the spec's resources and site settings, then one ``srun`` that starts one worker process
+per task (``python -m alpaca_jobs.runtime --payload RUN_DIR/payload.json``). ``submit`` writes
+that text to ``RUN_DIR/job.sbatch`` and runs ``sbatch --parsable`` on it: what ``--dry-run``
+prints is byte for byte what Slurm stores. Workers read their rank and world size from Slurm's
+environment through submitit's public ``helpers.TorchDistributedEnvironment``
+(``SUBMITIT_EXECUTOR=slurm`` selects its Slurm environment).
+
 Requeue: on SIGUSR2 (Slurm's time-limit warning, ``--signal=USR2@<delay>``) workers
 checkpoint and rank 0 runs ``scontrol requeue``; the requeued job resumes from the
 checkpoint. On SIGTERM (``scancel``, or preemption, after which Slurm requeues by itself
@@ -10,6 +17,7 @@ the scheduler (``sacct`` AllocTRES gres/gpu x ElapsedRaw, every attempt) into th
 
 from __future__ import annotations
 
+import functools
 import json
 import shlex
 import subprocess
@@ -22,111 +30,152 @@ from alpaca_jobs.backends.base import ACTIVE_STATES, Backend, Capabilities, JobH
 from alpaca_jobs.backends.naming import translate
 from alpaca_jobs.common import kinds
 from alpaca_jobs.common.errors import UserError
+from alpaca_jobs.common.files import atomic_write
 from alpaca_jobs.job import Payload
-from alpaca_jobs.runtime import run_payload
 from alpaca_jobs.spec import JobSpec, LoadedSpec
 
 SIGNAL_DELAY_S = 120  # USR2 this long before the time limit: time to write a checkpoint
+SCRIPT = "job.sbatch"  # the submitted script, in the run directory
+PAYLOAD = "payload.json"
+RANK_LOG = "logs/rank_%t_log"  # + .out/.err under the run directory; %t: the task's rank
 
 
-def executor_params(spec: JobSpec) -> dict[str, Any]:
-    """submitit SlurmExecutor parameters: the naming table plus the site's Slurm config."""
+def sbatch_options(spec: JobSpec) -> dict[str, str | int | bool]:
+    """The spec's #SBATCH options (name -> value, True for a flag), site settings included."""
     site = spec.slurm
-    params = translate("slurm", spec)
-    gpus = spec.resources.gpus_per_node
+    params = {k.replace("_", "-"): v for k, v in translate("slurm", spec).items()}
+    days, minutes = divmod(int(params["time"]), 24 * 60)
+    params["time"] = (f"{days}-" if days else "") + f"{minutes // 60:02d}:{minutes % 60:02d}:00"
+    gpus = params.pop("gpus-per-node")
     if gpus and spec.resources.gpu_type in site.gres_types:
-        del params["gpus_per_node"]
         params["gres"] = f"gpu:{site.gres_types[spec.resources.gpu_type]}:{gpus}"
-    elif not gpus:
-        del params["gpus_per_node"]
+    elif gpus:
+        params["gpus-per-node"] = gpus
+    opts: dict[str, str | int | bool] = {**params, "exclusive": site.exclusive}
     for key in ("partition", "account", "qos", "constraint"):
-        if getattr(site, key):
-            params[key] = getattr(site, key)
-    if site.exclusive:
-        params["exclusive"] = True
-    setup = list(site.setup)
-    if site.textfile_dir:
-        import shlex
-
-        setup.append(f"export ALPACA_JOBS_TEXTFILE_DIR={shlex.quote(site.textfile_dir)}")
-    if setup:
-        params["setup"] = setup
-    params["signal_delay_s"] = SIGNAL_DELAY_S
-    params["additional_parameters"] = {"requeue": True, **site.extra_sbatch}
-    if site.container.runtime == "pyxis":
-        c = site.container
-        args = ["--container-image", c.image]
-        if c.workdir:
-            args += ["--container-workdir", c.workdir]
-        if c.mounts:
-            args += ["--container-mounts", ",".join(c.mounts)]
-        params["srun_args"] = args
-    return params
+        opts[key] = getattr(site, key) or False
+    opts.update({"signal": f"USR2@{SIGNAL_DELAY_S}", "requeue": True, "open-mode": "append"})
+    for key, value in site.extra_sbatch.items():
+        opts[key.replace("_", "-")] = value
+    return {k: v for k, v in opts.items() if v is not False}
 
 
-def node_python(spec: JobSpec, default: str | None = None) -> str:
+def _directive(key: str, value: str | int | bool) -> str:
+    text = f"#SBATCH --{key}" if value is True else f"#SBATCH --{key}={value}"
+    if "\n" in text or "\r" in text:
+        raise UserError(f"slurm option {key}: a line break in {value!r}")
+    return text
+
+
+def node_python(spec: JobSpec) -> str:
     """The interpreter command on the compute nodes, container included."""
     c = spec.slurm.container
     if c.runtime == "pyxis":
         return c.python
     if c.runtime == "apptainer":
         binds = "".join(f" --bind {shlex.quote(m)}" for m in c.mounts)
-        return f"apptainer exec --nv{binds} {shlex.quote(c.image)} {c.python}"
-    return spec.slurm.python or default or sys.executable
+        return f"apptainer exec --nv{binds} {shlex.quote(c.image or '')} {c.python}"
+    return spec.slurm.python
+
+
+def _srun(spec: JobSpec) -> str:
+    """srun with one log file per rank (appended to by a requeued attempt), and pyxis's
+    container options when the job runs in an image."""
+    args = ["srun", "--unbuffered", "--open-mode=append", f'--output="$RUN_DIR/{RANK_LOG}.out"',
+            f'--error="$RUN_DIR/{RANK_LOG}.err"']
+    c = spec.slurm.container
+    if c.runtime == "pyxis":
+        args.append(f"--container-image={shlex.quote(c.image or '')}")
+        if c.workdir:
+            args.append(f"--container-workdir={shlex.quote(c.workdir)}")
+        if c.mounts:
+            args.append(f"--container-mounts={shlex.quote(','.join(c.mounts))}")
+    return " ".join(args)
+
+
+def sbatch_script(spec: JobSpec, *, run_dir: list[str], launch: str, output: str | None = None,
+                  after: list[str] | None = None, array: str | None = None, notes: tuple[str, ...] = ()) -> str:
+    """The whole batch script: shebang, notes, #SBATCH lines, then shell lines that set
+    RUN_DIR (``run_dir``), the site's setup, and one srun running ``launch``."""
+    opts = dict(sbatch_options(spec))
+    if output:
+        opts["output"] = output
+    if array:
+        opts["array"] = array
+    if after:
+        opts["dependency"] = "afterok:" + ":".join(after)
+        opts["kill-on-invalid-dep"] = "yes"
+    lines = ["#!/bin/bash", *(f"# {n}" for n in notes), *(_directive(k, v) for k, v in opts.items()), "",
+             *run_dir, 'mkdir -p "$RUN_DIR/logs"', "export SUBMITIT_EXECUTOR=slurm", *spec.slurm.setup]
+    if spec.slurm.textfile_dir:
+        lines.append(f"export ALPACA_JOBS_TEXTFILE_DIR={shlex.quote(spec.slurm.textfile_dir)}")
+    lines.append(f"{_srun(spec)} {node_python(spec)} -u {launch}")
+    return "\n".join(lines) + "\n"
 
 
 def standalone_script(loaded: LoadedSpec, spec_arg: str) -> str:
-    """A self-contained sbatch script for `sbatch slurm/<job>.sbatch` (no submitit pickle):
-    the same #SBATCH lines as a submitit submission, running the worker on the spec file."""
-    from submitit.slurm.slurm import _make_sbatch_string
-
+    """A self-contained sbatch script for `sbatch slurm/<job>.sbatch`: the same #SBATCH lines
+    and srun as a submission, running the job runtime on the spec file (one process per GPU)."""
     spec = loaded.spec
     if not kinds.get(spec.job).per_gpu:
-        raise UserError(f"{spec_arg}: standalone sbatch scripts are rendered for train jobs; "
+        raise UserError(f"{spec_arg}: standalone sbatch scripts are rendered for per-GPU jobs (train); "
                         f"submit a {spec.job} job with `alpaca-jobs submit --cluster slurm`")
-    logs = f"{spec.runs_dir}/slurm-logs"
-    params = executor_params(spec)
-    params["setup"] = [
-        f'RUN_DIR="${{ALPACA_JOBS_RUN_DIR:-{spec.runs_dir}/{spec.name}-$SLURM_JOB_ID}}"',
-        "export HF_HUB_OFFLINE=1",
-        *params.get("setup", []),
-    ]
-    command = (f'{node_python(spec, default="python3")} -u -m alpaca_jobs.runtime --spec {spec_arg} '
-               f'--run-dir "$RUN_DIR" --backend slurm')
-    body = _make_sbatch_string(command=command, folder=logs, **params)
-    if not Path(logs).is_absolute():  # submitit made it absolute; keep it relative to the submit dir
-        body = body.replace(str(Path(logs).absolute()), logs)
-    head, _, rest = body.partition("\n")
-    note = (f"# Generated from {spec_arg} by `make render`; edit the spec, not this file.\n"
-            f"# Submit from the repository root: mkdir -p {logs} && sbatch {{this file}}\n"
-            f"# (ALPACA_JOBS_RUN_DIR=... chooses the run directory; a requeued job resumes in it.)")
-    return f"{head}\n{note}\n{rest}\n"
+    default = shlex.quote(f"{spec.runs_dir}/{spec.name}-") + "$SLURM_JOB_ID"
+    notes = (f"Generated from {spec_arg} by `make render`; edit the spec, not this file.",
+             f"Submit from the repository root ({spec_arg} is read from there). The run directory is",
+             f"$ALPACA_JOBS_RUN_DIR, else {spec.runs_dir}/{spec.name}-JOBID; a requeued job resumes in it.",
+             "Batch output: %x-%j.out in the submit directory; each rank logs to RUN_DIR/logs/.")
+    return sbatch_script(spec, run_dir=[f'RUN_DIR="${{ALPACA_JOBS_RUN_DIR:-{default}}}"'],
+                         launch=f'-m alpaca_jobs.runtime --spec {shlex.quote(spec_arg)} --run-dir "$RUN_DIR" '
+                                '--backend slurm',
+                         output="%x-%j.out", notes=notes)
 
 
 def _run_dir(spec: JobSpec, run_id: str) -> Path:
     return (Path(spec.runs_dir) / run_id).absolute()
 
 
+def _launch(spec: JobSpec) -> str:
+    return f'-m alpaca_jobs.runtime --payload "$RUN_DIR/{PAYLOAD}"'
+
+
+def render_script(spec: JobSpec, run_id: str, after: list[str] | None = None) -> str:
+    """What `submit` sends for one run (pure: no Slurm, no files)."""
+    run_dir = _run_dir(spec, run_id)
+    return sbatch_script(spec, run_dir=[f"RUN_DIR={shlex.quote(str(run_dir))}"], launch=_launch(spec),
+                         output=_sbatch_path(run_dir / "logs" / "batch.out"), after=after)
+
+
+def array_script(subs: list[Submission]) -> str:
+    """One job array for several runs with the same resources (a sweep): task i runs subs[i]."""
+    spec = LoadedSpec.from_payload(subs[0].payload).spec
+    dirs = " ".join(shlex.quote(str(s.run_dir)) for s in subs)
+    return sbatch_script(spec, run_dir=[f"RUN_DIRS=({dirs})", 'RUN_DIR="${RUN_DIRS[$SLURM_ARRAY_TASK_ID]}"'],
+                         launch=_launch(spec), output=_sbatch_path(_array_dir(subs) / "batch-%a.out"),
+                         array=f"0-{len(subs) - 1}")
+
+
+def _sbatch_path(path: Path) -> str:
+    """A path for an #SBATCH line, which carries no shell quoting."""
+    if any(c.isspace() for c in str(path)):
+        raise UserError(f"runs_dir: {str(path.parent)!r} has white space, which #SBATCH --output cannot carry")
+    return str(path)
+
+
+def _array_dir(subs: list[Submission]) -> Path:
+    return subs[0].run_dir.parent / f"{subs[0].run_id.rsplit('-', 1)[0]}-array"
+
+
 class SlurmBackend(Backend):
     name = "slurm"
     capabilities = Capabilities(dependencies=True)
 
-    def _executor(self, loaded: LoadedSpec, folder: Path):
-        import submitit
-
-        ex = submitit.SlurmExecutor(folder=folder, python=node_python(loaded.spec))
-        ex.update_parameters(**executor_params(loaded.spec))
-        return ex
-
     def render(self, loaded: LoadedSpec, run_id: str, after: list[str] | None = None) -> Submission:
+        """The submission of one run; ``after``: Slurm job ids it waits on (afterok)."""
         run_dir = _run_dir(loaded.spec, run_id)
-        folder = run_dir / "submitit"
-        ex = self._executor(loaded, folder)
-        text = ex._make_submission_file_text(ex._submitit_command_str, "dry-run")
         payload = Payload.build(loaded, run_id, self.name, run_dir).to_dict()
-        header = (f"# run {run_id}: {kinds.get(loaded.spec.job).body} pickled into {folder}\n")
-        params = {**executor_params(loaded.spec), **({"after": list(after)} if after else {})}
-        return Submission(self.name, run_id, run_dir, payload, params, header + text + "\n")
+        return Submission(self.name, run_id, run_dir, payload, {"after": list(after or [])},
+                          render_script(loaded.spec, run_id, after))
 
     def render_plain(self, loaded: LoadedSpec, spec_arg: str) -> str:
         return standalone_script(loaded, spec_arg)
@@ -134,50 +183,28 @@ class SlurmBackend(Backend):
     def preflight(self, loaded: LoadedSpec) -> None:
         self.check_inputs(loaded)  # paths on the cluster's shared storage: those visible here
         check_cluster(loaded)
+        check_node_python(loaded)
 
     def submit(self, sub: Submission) -> JobHandle:
-        loaded = LoadedSpec.from_payload(sub.payload)
-        sub.run_dir.mkdir(parents=True, exist_ok=True)
-        ex = self._executor(loaded, sub.run_dir / "submitit")
-        if sub.params.get("after"):  # a pipeline stage: start only when the previous succeeded
-            extra = dict(ex.parameters.get("additional_parameters") or {})
-            extra.update(dependency="afterok:" + ":".join(sub.params["after"]), kill_on_invalid_dep="yes")
-            ex.update_parameters(additional_parameters=extra)
-        try:
-            job = ex.submit(run_payload, sub.payload)
-        except Exception as exc:  # sbatch said no: show its words
-            raise UserError(f"sbatch refused the job: {str(exc).strip()[-800:]}") from None
-        logs = [str(sub.run_dir / "submitit" / f"{job.job_id}_0_log.out"),
-                str(sub.run_dir / "submitit" / f"{job.job_id}_0_log.err")]
-        handle = JobHandle(sub.run_id, self.name, str(job.job_id), str(sub.run_dir), logs,
-                           time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-        handle.save()
-        return handle
+        _write_inputs(sub)
+        job_id = _sbatch(sub.run_dir / SCRIPT, sub.text)
+        return _handle(sub, job_id)
 
     def submit_many(self, subs: list[Submission]) -> list[JobHandle]:
         """A sweep is one Slurm job array (runs must share resources, so one sbatch fits all)."""
         if len(subs) == 1:
             return [self.submit(subs[0])]
-        loaded = [LoadedSpec.from_payload(s.payload) for s in subs]
-        if len({json.dumps(executor_params(x.spec), sort_keys=True) for x in loaded}) != 1:
+        specs = [LoadedSpec.from_payload(s.payload).spec for s in subs]
+        if len({json.dumps(sbatch_options(s)) for s in specs}) != 1 or len({s.job for s in specs}) != 1:
             raise UserError("--sweep: the runs would need different Slurm resources; "
                             "sweep hyperparameters, not resources")
-        folder = subs[0].run_dir.parent / f"{subs[0].run_id.rsplit('-', 1)[0]}-array" / "submitit"
-        ex = self._executor(loaded[0], folder)
+        text = array_script(subs)
         for sub in subs:
-            sub.run_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            jobs = ex.map_array(run_payload, [s.payload for s in subs])
-        except Exception as exc:
-            raise UserError(f"sbatch refused the job array: {str(exc).strip()[-800:]}") from None
-        handles = []
-        for sub, job in zip(subs, jobs, strict=True):
-            logs = [str(folder / f"{job.job_id}_0_log.out"), str(folder / f"{job.job_id}_0_log.err")]
-            h = JobHandle(sub.run_id, self.name, str(job.job_id), str(sub.run_dir), logs,
-                          time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-            h.save()
-            handles.append(h)
-        return handles
+            _write_inputs(sub)
+        folder = _array_dir(subs)
+        folder.mkdir(parents=True, exist_ok=True)
+        job_id = _sbatch(folder / SCRIPT, text, what="job array")
+        return [_handle(sub, f"{job_id}_{i}") for i, sub in enumerate(subs)]
 
     def status(self, handle: JobHandle) -> str:
         rows = sacct(handle.job_id)
@@ -196,6 +223,32 @@ class SlurmBackend(Backend):
         rows = sacct(handle.job_id, all_attempts=True)
         if rows and rows[-1]["State"].split()[0] not in ACTIVE_STATES:
             add_scheduler_usage(Path(handle.run_dir), scheduler_usage(rows))
+
+
+def _write_inputs(sub: Submission) -> None:
+    """What the workers read: the payload, and the directory their logs go to."""
+    (sub.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    atomic_write(sub.run_dir / PAYLOAD, json.dumps(sub.payload, indent=1, sort_keys=True))
+
+
+def _sbatch(path: Path, text: str, what: str = "job") -> str:
+    """Submit exactly ``text`` (written to ``path``); the job id."""
+    path.write_text(text)
+    try:
+        out = subprocess.run(["sbatch", "--parsable", str(path)], capture_output=True, text=True, timeout=120)
+    except FileNotFoundError:
+        raise UserError("CLUSTER=slurm: no `sbatch` on this machine; submit from a Slurm login node") from None
+    if out.returncode:
+        raise UserError(f"sbatch refused the {what}: {out.stderr.strip()[-800:]}")
+    return out.stdout.strip().split(";")[0]
+
+
+def _handle(sub: Submission, job_id: str) -> JobHandle:
+    logs = [str(sub.run_dir / f"{RANK_LOG.replace('%t', '0')}.{ext}") for ext in ("out", "err")]
+    handle = JobHandle(sub.run_id, "slurm", job_id, str(sub.run_dir), logs,
+                       time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    handle.save()
+    return handle
 
 
 def sacct(job_id: str, all_attempts: bool = False) -> list[dict[str, str]]:
@@ -247,3 +300,46 @@ def check_cluster(loaded: LoadedSpec) -> None:
         where = f"partition {want}" if want else "any partition"
         raise UserError(f"{loaded.path}: resources.gpus_per_node: {spec.resources.gpus_per_node} GPUs per "
                         f"node asked, but the largest node in {where} has {most}")
+
+
+PROBE = 'command -v "$1" >/dev/null || exit 3; "$1" -c "import $2" 2>/dev/null || exit 4'
+
+
+def check_node_python(loaded: LoadedSpec) -> None:
+    """On one compute node of the job's partition, the interpreter must exist and import
+    alpaca_jobs (runtime none); a pyxis image needs srun's --container-image. A cluster that
+    cannot run the probe within a short wait gets a one-line note, not a failure."""
+    spec = loaded.spec
+    c = spec.slurm.container
+    if c.runtime == "pyxis":
+        helped = subprocess.run(["srun", "--help"], capture_output=True, text=True, timeout=60).stdout
+        if "--container-image" not in helped:
+            raise UserError(f"{loaded.path}: slurm.container.runtime: pyxis, but this cluster's srun has no "
+                            "--container-image (pyxis is not installed); use apptainer, or none with slurm.python")
+        return
+    python, what = ("apptainer", "slurm.container.runtime: apptainer") if c.runtime == "apptainer" \
+        else (spec.slurm.python, "slurm.python")
+    needs = kinds.get(spec.job).node_imports
+    rc, said = _probe(python, needs, spec.slurm.partition, spec.slurm.account, spec.slurm.qos)
+    where = f"a compute node of partition {spec.slurm.partition}" if spec.slurm.partition else "a compute node"
+    if rc == 3:
+        raise UserError(f"{loaded.path}: {what}: {python!r} is not a command on {where}; set slurm.python to the "
+                        "interpreter there (a path), or slurm.container to run an image")
+    if rc == 4 and c.runtime == "none":
+        raise UserError(f"{loaded.path}: slurm.python: {python!r} on {where} cannot import {needs}; "
+                        "install them there, set slurm.python to an interpreter that has them, or use slurm.container")
+    if rc not in (0, 4):
+        print(f"note: could not check {what} on {where} ({said}); submitting anyway", file=sys.stderr)
+
+
+@functools.lru_cache(maxsize=16)
+def _probe(python: str, needs: str, partition: str | None, account: str | None, qos: str | None) -> tuple[int, str]:
+    """Run PROBE on one node (waiting at most 30 s for it): srun's exit code and last words."""
+    cmd = ["srun", "-N1", "-n1", "--time=1", "--immediate=30", "--job-name=alpaca-jobs-preflight"]
+    cmd += [f"--{k}={v}" for k, v in (("partition", partition), ("account", account), ("qos", qos)) if v]
+    try:
+        out = subprocess.run([*cmd, "sh", "-c", PROBE, "sh", python, needs], capture_output=True, text=True, timeout=90)
+    except (FileNotFoundError, subprocess.TimeoutExpired) as exc:
+        return -1, type(exc).__name__
+    lines = out.stderr.strip().splitlines()
+    return out.returncode, (lines[-1] if lines else f"exit {out.returncode}")

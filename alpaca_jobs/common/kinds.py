@@ -48,6 +48,7 @@ class Kind:
     # On SIGTERM/SIGUSR2: "flag" (the body polls job.stop and stops cleanly at a safe point) or
     # "interrupt" (KeyboardInterrupt at once: nothing is worth finishing first)
     stop: str = "flag"
+    node_imports: str = "alpaca_jobs"  # what the worker's interpreter must import (Slurm's preflight)
 
     @property
     def long_running(self) -> bool:

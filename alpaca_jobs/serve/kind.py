@@ -22,5 +22,6 @@ def preflight(loaded: Any, visible: Visible) -> None:
         resolve_model(model)
 
 
-KIND = Kind(name="serve", body="alpaca_jobs.serve.worker:serve_body", preflight=preflight,
+KIND = Kind(name="serve", body="alpaca_jobs.serve.worker:serve_body", node_imports="alpaca_jobs, torch",
+            preflight=preflight,
             service=Service(port=lambda spec: spec.serve.port))

@@ -39,5 +39,6 @@ def report_rows(rec: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 KIND = Kind(name="train", body="alpaca_jobs.train.worker:train_body", per_gpu=True,
+            node_imports="alpaca_jobs, submitit, torch",
             preflight=preflight, outputs=outputs, report_rows=report_rows,
             default_target_usd=STANFORD_TARGET_USD)
