@@ -92,8 +92,10 @@ report: setup
 test: setup
 	tests/clusters/suite.sh $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# Runs anywhere: no cluster, browser, image builder or Prometheus (the markers say what a test needs).
+FAST := not integration and not slow and not slurm and not k8s and not browser and not buildah and not prometheus
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not integration and not slow"
+	$(BIN)/python -m pytest -q -m "$(FAST)"
 
 lint: setup
 	$(BIN)/ruff check .

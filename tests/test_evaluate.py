@@ -445,6 +445,7 @@ def test_model_dir_system_is_served_by_the_job(tmp_path):
 
 # -- the rating page in a real browser (integration) ---------------------------------------------
 @pytest.mark.integration
+@pytest.mark.browser
 def test_rate_one_item_in_chromium(tmp_path):
     import socket
 

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 
 DOCKERFILE = ROOT / "images" / "Dockerfile"
@@ -38,6 +40,8 @@ def test_dependencies_pinned_and_no_secrets_baked_in():
     assert not re.search(r"(API_KEY|TOKEN|SECRET|PASSWORD)\s*=", text, re.I)
 
 
+@pytest.mark.buildah
+@pytest.mark.slow
 def test_generate_and_serve_images_build_and_run():
     """buildah builds the unchanged Dockerfile on stand-in bases; podman runs the results
     (generate prints its help, serve answers /healthz). See images/build-check.sh."""

@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import ROOT, cli, metrics
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.k8s]
 SPEC = "jobs/train-local.yaml"
 
 

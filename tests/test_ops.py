@@ -389,6 +389,7 @@ def _wait_for(prom: str, expr: str, want: float, timeout: float = 30) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.prometheus
 def test_promtool_checks_rules_and_example_config(prometheus):
     for args in (["check", "rules", str(ALERTS)],
                  ["check", "config", str(ROOT / "dashboards/prometheus/prometheus.yml")]):
@@ -397,6 +398,7 @@ def test_promtool_checks_rules_and_example_config(prometheus):
 
 
 @pytest.mark.integration
+@pytest.mark.prometheus
 def test_dashboard_and_alert_queries_against_prometheus(prometheus, tmp_path, monkeypatch):
     prom, gateway = prometheus
     req = urllib.request.Request(f"{gateway}/api/v1/admin/wipe", method="PUT")

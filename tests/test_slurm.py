@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import ROOT, cli, metrics
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slurm]
 SPEC = "jobs/train-local.yaml"
 GRES = ["--set", "resources.gpus_per_node=2", "--set", "resources.gpu_type=a100-80gb",
         "--set", "slurm.gres_types={a100-80gb: a100}"]

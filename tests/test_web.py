@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import cli
 from tests.test_serve import running_server
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 

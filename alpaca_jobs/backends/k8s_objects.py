@@ -13,6 +13,7 @@ from typing import Any
 
 from kubernetes import client as k
 
+from alpaca_jobs.backends.naming import k8s_memory, translate
 from alpaca_jobs.common import kinds
 from alpaca_jobs.job import Payload
 from alpaca_jobs.spec import JobSpec, LoadedSpec
@@ -44,14 +45,11 @@ def worker_command(spec: JobSpec) -> list[str]:
 
 
 def _resources(spec: JobSpec) -> k.V1ResourceRequirements:
-    r = spec.resources
-    cpu = str(r.cpus_per_process * r.procs_per_node)
-    mem = f"{max(1, round(r.mem_gb))}Gi"
-    req = {"cpu": cpu, "memory": mem}
-    lim = {"cpu": cpu, "memory": mem}
-    if r.gpus_per_node:
-        req["nvidia.com/gpu"] = lim["nvidia.com/gpu"] = str(r.gpus_per_node)
-    return k.V1ResourceRequirements(requests=req, limits=lim)
+    params = translate("k8s", spec)
+    req = {"cpu": params["cpu"], "memory": params["memory"]}
+    if params["nvidia.com/gpu"]:
+        req["nvidia.com/gpu"] = str(params["nvidia.com/gpu"])
+    return k.V1ResourceRequirements(requests=req, limits=dict(req))
 
 
 def _env(spec: JobSpec) -> list[k.V1EnvVar]:
@@ -69,7 +67,7 @@ def _volumes(spec: JobSpec, config_map: str) -> tuple[list[k.V1Volume], list[k.V
     vols = [
         k.V1Volume(name="payload", config_map=k.V1ConfigMapVolumeSource(name=config_map)),
         k.V1Volume(name="dshm", empty_dir=k.V1EmptyDirVolumeSource(
-            medium="Memory", size_limit=f"{max(1, round(spec.k8s.shm_gb))}Gi")),
+            medium="Memory", size_limit=k8s_memory(spec.k8s.shm_gb))),
     ]
     mounts = [k.V1VolumeMount(name="payload", mount_path=PAYLOAD_DIR, read_only=True),
               k.V1VolumeMount(name="dshm", mount_path="/dev/shm")]
@@ -146,7 +144,7 @@ def job(loaded: LoadedSpec, run_id: str, image: str) -> k.V1Job:
         metadata=k.V1ObjectMeta(name=run_id, labels=labels(spec, run_id)),
         spec=k.V1JobSpec(
             backoff_limit=spec.k8s.backoff_limit,
-            active_deadline_seconds=spec.resources.time_limit_minutes * 60,
+            active_deadline_seconds=translate("k8s", spec)["active_deadline_seconds"],
             pod_failure_policy=failure_policy,
             template=k.V1PodTemplateSpec(metadata=k.V1ObjectMeta(labels=labels(spec, run_id)),
                                          spec=_pod(loaded, run_id, image, "Never")),

@@ -44,8 +44,6 @@ def sbatch_options(spec: JobSpec) -> dict[str, str | int | bool]:
     """The spec's #SBATCH options (name -> value, True for a flag), site settings included."""
     site = spec.slurm
     params = {k.replace("_", "-"): v for k, v in translate("slurm", spec).items()}
-    days, minutes = divmod(int(params["time"]), 24 * 60)
-    params["time"] = (f"{days}-" if days else "") + f"{minutes // 60:02d}:{minutes % 60:02d}:00"
     gpus = params.pop("gpus-per-node")
     if gpus and spec.resources.gpu_type in site.gres_types:
         params["gres"] = f"gpu:{site.gres_types[spec.resources.gpu_type]}:{gpus}"
