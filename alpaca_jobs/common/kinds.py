@@ -30,6 +30,8 @@ class Service:
     port: Callable[[Any], int]  # JobSpec -> the port it listens on
     health_path: str = "/healthz"
     ready_path: str = "/readyz"
+    # (name, check(url, model) -> results): run by the pipeline once the server is up
+    check: tuple[str, Callable[[str, str], Any]] | None = None
 
 
 @dataclass(frozen=True)

@@ -64,52 +64,49 @@ def _timestamp(iso: str | None) -> float | None:
         return None
 
 
+def _finished_at(r: dict[str, Any]) -> float | None:
+    return None if r.get("status") == "running" else _timestamp(r.get("finished_at"))
+
+
+def _succeeded_at(r: dict[str, Any]) -> float | None:
+    return _timestamp(r.get("finished_at")) if r.get("status") == "completed" else None
+
+
+# (counter?, name, help, value of a record; None: no sample). Counters are exposed as <name>_total.
+FAMILIES: list[tuple[bool, str, str, Callable[[dict[str, Any]], float | None]]] = [
+    (True, "alpaca_job_gpu_seconds", "GPU-seconds held: job wall seconds x GPUs, summed over attempts",
+     lambda r: r.get("gpu_seconds", 0.0)),
+    (True, "alpaca_job_cpu_seconds", "CPU seconds used by the job's processes", lambda r: r.get("cpu_seconds", 0.0)),
+    (False, "alpaca_job_duration_seconds", "Job wall seconds over all attempts (not queue time)",
+     lambda r: r.get("wall_seconds", 0.0)),
+    (False, "alpaca_job_gpus", "GPUs the job holds (nodes x GPUs per node)",
+     lambda r: r.get("nodes", 1) * r.get("gpus_per_node", 0)),
+    (False, "alpaca_job_attempts", "Attempts (a requeued or resumed run has several)", lambda r: r.get("attempts", 1)),
+    (False, "alpaca_job_cost_usd", "Compute cost (GPU-hours and CPU-hours x price)", lambda r: r.get("cost_usd", 0.0)),
+    (False, "alpaca_job_api_cost_usd", "Spend on OpenAI-compatible APIs (generate, evaluate)",
+     lambda r: r.get("api_cost_usd", 0.0)),
+    (False, "alpaca_job_gpu_hour_price_usd", "Price per GPU-hour the cost assumes",
+     lambda r: r.get("price_per_gpu_hour_usd")),
+    (False, "alpaca_job_target_usd", "Compute budget of the run ($100 for training unless "
+     "cost.target_usd says otherwise)", target_usd),
+    (False, "alpaca_job_started_timestamp_seconds", "When the run started (Unix time)",
+     lambda r: _timestamp(r.get("started_at"))),
+    (False, "alpaca_job_finished_timestamp_seconds", "When the run ended (Unix time)", _finished_at),
+    (False, "alpaca_job_last_success_timestamp_seconds", "When the run completed (Unix time)", _succeeded_at),
+    (True, "alpaca_job_tokens_trained", "Tokens computed in training",  # runs that train
+     lambda r: float(r.get("tokens_trained", 0)) if r.get("total_steps") else None),
+]
+
+
 def record_metrics(record: dict[str, Any]) -> Iterator[Metric]:
     """The metric families of one run record (finished, or as it stands for a live job)."""
     labels, values = list(LABELS), label_values(record)
-
-    def gauge(name: str, doc: str, value: float | None) -> Iterator[Metric]:
+    for is_counter, name, doc, value_of in FAMILIES:
+        value = value_of(record)
         if value is not None:
-            g = GaugeMetricFamily(name, doc, labels=labels)
-            g.add_metric(values, float(value))
-            yield g
-
-    def counter(name: str, doc: str, value: float) -> Iterator[Metric]:
-        c = CounterMetricFamily(name, doc, labels=labels)  # exposed as <name>_total
-        c.add_metric(values, float(value))
-        yield c
-
-    yield from counter("alpaca_job_gpu_seconds", "GPU-seconds held: job wall seconds x GPUs, "
-                       "summed over attempts", record.get("gpu_seconds", 0.0))
-    yield from counter("alpaca_job_cpu_seconds", "CPU seconds used by the job's processes",
-                       record.get("cpu_seconds", 0.0))
-    yield from gauge("alpaca_job_duration_seconds", "Job wall seconds over all attempts "
-                     "(not queue time)", record.get("wall_seconds", 0.0))
-    yield from gauge("alpaca_job_gpus", "GPUs the job holds (nodes x GPUs per node)",
-                     record.get("nodes", 1) * record.get("gpus_per_node", 0))
-    yield from gauge("alpaca_job_attempts", "Attempts (a requeued or resumed run has several)",
-                     record.get("attempts", 1))
-    yield from gauge("alpaca_job_cost_usd", "Compute cost (GPU-hours and CPU-hours x price)",
-                     record.get("cost_usd", 0.0))
-    yield from gauge("alpaca_job_api_cost_usd", "Spend on OpenAI-compatible APIs "
-                     "(generate, evaluate)", record.get("api_cost_usd", 0.0))
-    yield from gauge("alpaca_job_gpu_hour_price_usd", "Price per GPU-hour the cost assumes",
-                     record.get("price_per_gpu_hour_usd"))
-    yield from gauge("alpaca_job_target_usd", "Compute budget of the run ($100 for training "
-                     "unless cost.target_usd says otherwise)", target_usd(record))
-    yield from gauge("alpaca_job_started_timestamp_seconds", "When the run started (Unix time)",
-                     _timestamp(record.get("started_at")))
-    if record.get("status") != "running":
-        yield from gauge("alpaca_job_finished_timestamp_seconds", "When the run ended (Unix time)",
-                         _timestamp(record.get("finished_at")))
-    if record.get("status") == "completed":
-        yield from gauge("alpaca_job_last_success_timestamp_seconds", "When the run completed "
-                         "(Unix time)", _timestamp(record.get("finished_at")))
-    if record.get("total_steps"):  # a run that trains
-        c = CounterMetricFamily("alpaca_job_tokens_trained", "Tokens computed in training",
-                                labels=labels)
-        c.add_metric(values, float(record.get("tokens_trained", 0)))
-        yield c
+            fam = (CounterMetricFamily if is_counter else GaugeMetricFamily)(name, doc, labels=labels)
+            fam.add_metric(values, float(value))
+            yield fam
     status = GaugeMetricFamily("alpaca_job_status", "1 for the run's status, 0 for the others",
                                labels=[*labels, "status"])
     for s in sorted({*STATUSES, str(record.get("status"))}):

@@ -64,86 +64,115 @@ class Pipeline:
 
 def run_pipeline(spec_path: str, cluster: str, pipeline_id: str | None, wait: bool,
                  echo=print, keep_serving: bool | None = None) -> Pipeline:
-    """Run (or resume) the pipeline. The serve stage keeps running on clusters (it is the
-    product); locally it is stopped after the summary unless ``keep_serving``."""
-    from alpaca_jobs.backends.base import new_run_id
+    """Run (or resume) the pipeline. Servers keep running on clusters (they are the product);
+    on a backend attached to this session they are stopped after the summary unless
+    ``keep_serving``."""
+    return _Run(spec_path, cluster, pipeline_id, wait, echo, keep_serving).go()
 
-    pspec = load_pipeline(spec_path)
-    pid = pipeline_id or new_run_id(pspec.pipeline)
-    pipe = Pipeline(pid, spec_path, cluster, Path(pspec.runs_dir) / pid, values={"pipeline.id": pid})
-    backend = get_backend(cluster)
-    base = Path(spec_path).parent
-    caps = backend.capabilities
-    keep_serving = not caps.attached if keep_serving is None else keep_serving
-    teacher_jobs: list[tuple[Any, JobHandle]] = []  # the teacher server: always stopped at the end
-    started: list[tuple[Any, JobHandle]] = []  # the serve stage: stopped unless keep_serving
-    previous: JobHandle | None = None  # the last batch stage submitted
-    prev_stage = ""
-    followed: set[str] = set()
-    try:
-        if pspec.teacher is not None:
-            _teacher(pspec, pipe, backend, base, cluster, echo, teacher_jobs)
-        for stage in pspec.order:
-            st = pspec.stages[stage]
-            overrides = resolve(st.set, pipe.values, f"{spec_path}: stages.{stage}")
-            loaded = load_spec(base / st.spec, overrides)
-            if loaded.spec.job != stage:
-                raise UserError(f"{spec_path}: stages.{stage}.spec is a {loaded.spec.job} job")
-            rid = f"{pid}-{stage}"
-            kind = kinds.get(stage)
-            # With dependencies the scheduler holds this stage until the previous one completes.
-            after = [previous.job_id] if previous is not None and caps.dependencies else None
-            sub = backend.render(loaded, rid, after=after)
-            run = StageRun(stage, rid, str(sub.run_dir), cluster)
-            pipe.stages[stage] = run
-            _publish_values(pipe, stage, sub.run_dir)
-            if _finished(sub.run_dir) and not kind.long_running:
-                run.status, run.reused = "COMPLETED", True
-                echo(f"[{stage}] {rid}: completed before; reusing its outputs")
-                pipe.save()
-                continue
-            if previous is not None and not caps.dependencies and previous.run_id not in followed:
-                followed.add(previous.run_id)
-                if not _follow(backend, previous, prev_stage, pipe, echo):
-                    raise UserError(f"stage {previous.run_id} did not complete; fix it and re-run "
-                                    f"with --run-id {pid} (completed stages are reused)")
-            handle = _still_active(backend, sub.run_dir)
-            if handle is not None:  # submitted by an earlier run of this pipeline: follow it
-                echo(f"[{stage}] {rid} is already queued or running (job {handle.job_id}); following it")
-            else:
-                backend.preflight(loaded)
-                handle = backend.submit(sub)
-                echo(f"[{stage}] submitted {rid} to {cluster} (job {handle.job_id})"
-                     + (f" after job {previous.job_id}" if after else ""))
-            run.job_id, run.status = handle.job_id, "SUBMITTED"
+
+class _Run:
+    def __init__(self, spec_path: str, cluster: str, pipeline_id: str | None, wait: bool, echo,
+                 keep_serving: bool | None) -> None:
+        from alpaca_jobs.backends.base import new_run_id
+
+        self.pspec = load_pipeline(spec_path)
+        self.pid = pipeline_id or new_run_id(self.pspec.pipeline)
+        self.pipe = Pipeline(self.pid, spec_path, cluster, Path(self.pspec.runs_dir) / self.pid,
+                             values={"pipeline.id": self.pid})
+        self.backend = get_backend(cluster)
+        self.caps = self.backend.capabilities
+        self.base = Path(spec_path).parent
+        self.wait, self.echo = wait, echo
+        self.keep_serving = not self.caps.attached if keep_serving is None else keep_serving
+        self.teacher_jobs: list[tuple[Any, JobHandle]] = []  # the teacher: always stopped at the end
+        self.started: list[tuple[Any, JobHandle]] = []  # servers: stopped unless keep_serving
+        self.previous: JobHandle | None = None  # the last batch stage submitted
+        self.prev_stage = ""
+        self.followed: set[str] = set()
+
+    def go(self) -> Pipeline:
+        pipe, previous = self.pipe, None
+        try:
+            if self.pspec.teacher is not None:
+                _teacher(self.pspec, pipe, self.backend, self.base, pipe.cluster, self.echo, self.teacher_jobs)
+            for stage in self.pspec.order:
+                self._stage(stage)
+            previous = self.previous
+            if previous is not None and (self.wait or not self.caps.dependencies) \
+                    and previous.run_id not in self.followed \
+                    and not _follow(self.backend, previous, self.prev_stage, pipe, self.echo):
+                raise UserError(f"stage {previous.run_id} did not complete; re-run with --run-id {self.pid}")
             pipe.save()
-            if kind.long_running:
-                started.append((backend, handle))
-                if caps.reachable:
-                    run.url = _wait_ready(backend, handle, loaded, echo)
-                    pipe.values["serve.url"] = run.url
-                    pipe.values["serve.model"] = _served_model(run.url)
-                    pipe.checks["watermark"] = watermark_check(run.url, pipe.values["serve.model"])
-                    echo(f"[serve] watermark check: {json.dumps(pipe.checks['watermark'])}")
-                continue  # nothing waits on a server's end
-            previous, prev_stage = handle, stage
-        if previous is not None and (wait or not caps.dependencies) and previous.run_id not in followed \
-                and not _follow(backend, previous, prev_stage, pipe, echo):
-            raise UserError(f"stage {previous.run_id} did not complete; re-run with --run-id {pid}")
+            return pipe
+        except KeyboardInterrupt:
+            previous = self.previous
+            if previous is not None and self.caps.attached and self.backend.status(previous) in ACTIVE_STATES:
+                self.backend.cancel(previous)  # a local stage would go on without its teacher: stop it too
+            raise UserError(f"interrupted; re-run with --run-id {self.pid} to go on (completed stages are "
+                            "reused, a cancelled one resumes)") from None
+        finally:
+            for b, h in self.teacher_jobs + ([] if self.keep_serving else self.started):
+                b.cancel(h)
+                _wait_gone(b, h)
+            for run in pipe.stages.values():
+                run.status = _state_of(run) if run.job_id else run.status
+            pipe.save()
+
+    def _stage(self, stage: str) -> None:
+        pipe, previous, spec_path = self.pipe, self.previous, self.pipe.spec_path
+        st = self.pspec.stages[stage]
+        loaded = load_spec(self.base / st.spec, resolve(st.set, pipe.values, f"{spec_path}: stages.{stage}"))
+        if loaded.spec.job != stage:
+            raise UserError(f"{spec_path}: stages.{stage}.spec is a {loaded.spec.job} job")
+        rid, kind = f"{self.pid}-{stage}", kinds.get(stage)
+        # With dependencies the scheduler holds this stage until the previous one completes.
+        after = [previous.job_id] if previous is not None and self.caps.dependencies else None
+        sub = self.backend.render(loaded, rid, after=after)
+        run = pipe.stages[stage] = StageRun(stage, rid, str(sub.run_dir), pipe.cluster)
+        _publish_values(pipe, stage, sub.run_dir)
+        if _finished(sub.run_dir) and not kind.long_running:
+            run.status, run.reused = "COMPLETED", True
+            self.echo(f"[{stage}] {rid}: completed before; reusing its outputs")
+            pipe.save()
+            return
+        if previous is not None and not self.caps.dependencies and previous.run_id not in self.followed:
+            self.followed.add(previous.run_id)
+            if not _follow(self.backend, previous, self.prev_stage, pipe, self.echo):
+                raise UserError(f"stage {previous.run_id} did not complete; fix it and re-run "
+                                f"with --run-id {self.pid} (completed stages are reused)")
+        handle = self._submit(stage, loaded, sub, after)
+        run.job_id, run.status = handle.job_id, "SUBMITTED"
         pipe.save()
-        return pipe
-    except KeyboardInterrupt:
-        if previous is not None and caps.attached and backend.status(previous) in ACTIVE_STATES:
-            backend.cancel(previous)  # a local stage would go on without its teacher: stop it too
-        raise UserError(f"interrupted; re-run with --run-id {pid} to go on (completed stages are "
-                        "reused, a cancelled one resumes)") from None
-    finally:
-        for b, h in teacher_jobs + ([] if keep_serving else started):
-            b.cancel(h)
-            _wait_gone(b, h)
-        for run in pipe.stages.values():
-            run.status = _state_of(run) if run.job_id else run.status
-        pipe.save()
+        if kind.long_running:
+            self._serving(stage, kind, run, handle, loaded)
+        else:
+            self.previous, self.prev_stage = handle, stage
+
+    def _submit(self, stage: str, loaded, sub, after: list[str] | None) -> JobHandle:
+        handle = _still_active(self.backend, sub.run_dir)
+        if handle is not None:  # submitted by an earlier run of this pipeline: follow it
+            self.echo(f"[{stage}] {sub.run_id} is already queued or running (job {handle.job_id}); following it")
+            return handle
+        self.backend.preflight(loaded)
+        handle = self.backend.submit(sub)
+        self.echo(f"[{stage}] submitted {sub.run_id} to {self.pipe.cluster} (job {handle.job_id})"
+                  + (f" after job {after[0]}" if after else ""))
+        return handle
+
+    def _serving(self, stage: str, kind, run: StageRun, handle: JobHandle, loaded) -> None:
+        """A server: nothing waits on its end. Where it can be reached from here, its URL and
+        model go to the later stages (``${<stage>.url}``, ``${<stage>.model}``), with its check."""
+        self.started.append((self.backend, handle))
+        if not self.caps.reachable:
+            return
+        pipe = self.pipe
+        run.url = _wait_ready(self.backend, handle, loaded, self.echo)
+        pipe.values[f"{stage}.url"] = run.url
+        pipe.values[f"{stage}.model"] = _served_model(run.url)
+        if kind.service.check is not None:
+            name, check = kind.service.check
+            pipe.checks[name] = check(run.url, pipe.values[f"{stage}.model"])
+            self.echo(f"[{stage}] {name} check: {json.dumps(pipe.checks[name])}")
 
 
 def _teacher(pspec: PipelineSpec, pipe: Pipeline, backend, base: Path, cluster: str, echo, started) -> None:
@@ -238,39 +267,6 @@ def _wait_gone(backend, handle: JobHandle, timeout: float = 60) -> None:
 def _served_model(url: str) -> str:
     with urllib.request.urlopen(url + "/models", timeout=10) as r:
         return json.loads(r.read())["data"][0]["id"]
-
-
-def watermark_check(url: str, model: str, min_tokens: int = 100) -> dict[str, Any]:
-    """Ask the served model through the real openai client (up to three answers, until one is
-    long enough to score), then have the server's detector score that answer (watermarked)
-    and a human-written paragraph (not)."""
-    import openai
-
-    client = openai.OpenAI(base_url=url, api_key="unused-local", max_retries=2)
-    text = ""
-    for seed in (7, 8, 9):
-        reply = client.chat.completions.create(
-            model=model, max_tokens=300, temperature=1.0, seed=seed,
-            messages=[{"role": "user", "content": "Write a long story about a lighthouse keeper "
-                                                  "and a storm, with many details."}])
-        if len(reply.choices[0].message.content or "") > len(text):
-            text = reply.choices[0].message.content or ""
-        if (reply.usage.completion_tokens or 0) >= min_tokens:
-            break
-    human = ("Gray streets hum softly while umbrellas bloom at every crosswalk, and the puddles "
-             "hold a piece of the sky for anyone who looks down on the way home from work. The "
-             "baker on the corner props the door open so the smell of bread drifts into the rain, "
-             "and a dog waits under the awning for the bus that brings its owner back at six.")
-
-    def detect(t: str) -> dict:
-        req = urllib.request.Request(url + "/watermark/detect", data=json.dumps({"text": t}).encode(),
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return json.loads(r.read())
-
-    out, ref = detect(text), detect(human)
-    keys = ("tokens_scored", "z_score", "p_value", "watermarked")
-    return {"served_output": {k: out[k] for k in keys}, "human_text": {k: ref[k] for k in keys}}
 
 
 def _state_of(run: StageRun) -> str:

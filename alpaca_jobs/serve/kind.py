@@ -22,6 +22,12 @@ def preflight(loaded: Any, visible: Visible) -> None:
         resolve_model(model)
 
 
+def _watermark_check(url: str, model: str) -> Any:
+    from alpaca_jobs.serve.check import watermark_check
+
+    return watermark_check(url, model)
+
+
 KIND = Kind(name="serve", body="alpaca_jobs.serve.worker:serve_body", node_imports="alpaca_jobs, torch",
             preflight=preflight,
-            service=Service(port=lambda spec: spec.serve.port))
+            service=Service(port=lambda spec: spec.serve.port, check=("watermark", _watermark_check)))
