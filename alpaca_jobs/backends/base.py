@@ -55,8 +55,9 @@ class JobHandle:
     backend: str
     job_id: str
     run_dir: str
-    logs: list[str] = field(default_factory=list)
+    logs: list[str] = field(default_factory=list)  # rank 0's stdout and stderr files, if any
     submitted_at: str = ""
+    ranks: int = 1  # worker processes (their logs are --rank 0..ranks-1)
 
     def save(self) -> None:
         atomic_write(Path(self.run_dir) / HANDLE_FILE, json.dumps(asdict(self), indent=1))
@@ -104,17 +105,31 @@ class Backend(ABC):
     @abstractmethod
     def status(self, handle: JobHandle) -> str: ...
 
+    def log_paths(self, handle: JobHandle) -> dict[int, list[Path]]:
+        """Each rank's log files (stdout, stderr), for workers that log to files named like
+        rank 0's (``*_0_log.*``); empty where logs come from elsewhere."""
+        import re
+
+        found: dict[int, list[Path]] = {}
+        for rank0 in handle.logs:
+            head, sep, tail = rank0.rpartition("_0_log")
+            if not sep:
+                continue
+            for path in sorted(Path(head).parent.glob(Path(head).name + "_*_log" + tail)):
+                m = re.fullmatch(re.escape(Path(head).name) + r"_(\d+)_log" + re.escape(tail), path.name)
+                if m:
+                    found.setdefault(int(m.group(1)), []).append(path)
+        return found
+
     def logs(self, handle: JobHandle, rank: int = 0) -> str:
-        """A worker's stdout then stderr, from the files submitit writes (``*_<rank>_log.*``)."""
-        parts = []
-        for path in handle.logs:
-            p = Path(path.replace("_0_log", f"_{rank}_log"))
-            if p.is_file() and p.stat().st_size:
-                parts.append(p.read_text(errors="replace"))
+        """A worker's stdout then stderr, as they stand."""
+        parts = [p.read_text(errors="replace") for p in self.log_paths(handle).get(rank, [])
+                 if p.is_file()]
         return "".join(parts)
 
     @abstractmethod
-    def cancel(self, handle: JobHandle) -> None: ...
+    def cancel(self, handle: JobHandle) -> str | None:
+        """Stop the job (its workers checkpoint first); what was done, in a line."""
 
     def preflight(self, loaded: LoadedSpec) -> None:
         """Checks that can fail before anything is submitted: the inputs, then (backends add

@@ -83,7 +83,8 @@ class LocalBackend(Backend):
             job = executor.submit(run_payload, sub.payload)
         logs = [str(job.paths.stdout).replace("%t", "0"), str(job.paths.stderr).replace("%t", "0")]
         handle = JobHandle(sub.run_id, self.name, str(job.job_id), str(sub.run_dir), logs,
-                           time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+                           time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                           ranks=int(sub.params.get("tasks_per_node", 1)))
         handle.save()
         return handle
 
@@ -98,10 +99,13 @@ class LocalBackend(Backend):
             rec["status"], rec["status"].upper()
         )
 
-    def cancel(self, handle: JobHandle) -> None:
+    def cancel(self, handle: JobHandle) -> str:
         pid = int(handle.job_id)
-        if _alive(pid):
-            os.kill(pid, signal.SIGTERM)  # the controller forwards it to every worker
+        if not _alive(pid):
+            return f"{handle.run_id} is gone (no process {pid}); nothing to cancel"
+        os.kill(pid, signal.SIGTERM)  # the controller forwards it to every worker
+        return (f"SIGTERM sent to {handle.run_id} (process {pid}): its workers checkpoint, then stop; "
+                f"`alpaca-jobs submit SPEC --run-id {handle.run_id}` resumes it")
 
 
 @contextmanager

@@ -211,8 +211,10 @@ class SlurmBackend(Backend):
         state = rows[-1]["State"].split()[0]
         return "CANCELLED" if state.startswith("CANCELLED") else state
 
-    def cancel(self, handle: JobHandle) -> None:
+    def cancel(self, handle: JobHandle) -> str:
         subprocess.run(["scancel", handle.job_id], check=True, capture_output=True, timeout=60)
+        return (f"scancel sent to {handle.run_id} (Slurm job {handle.job_id}): its workers checkpoint, "
+                f"then stop; `alpaca-jobs submit SPEC --run-id {handle.run_id}` resumes it")
 
     def finalize(self, handle: JobHandle) -> None:
         """Add the scheduler's own GPU-hours to the run record, once the job has ended."""
@@ -244,7 +246,8 @@ def _sbatch(path: Path, text: str, what: str = "job") -> str:
 def _handle(sub: Submission, job_id: str) -> JobHandle:
     logs = [str(sub.run_dir / f"{RANK_LOG.replace('%t', '0')}.{ext}") for ext in ("out", "err")]
     handle = JobHandle(sub.run_id, "slurm", job_id, str(sub.run_dir), logs,
-                       time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+                       time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                       ranks=LoadedSpec.from_payload(sub.payload).spec.resources.world_size)
     handle.save()
     return handle
 

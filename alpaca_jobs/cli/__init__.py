@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import click
 
 from alpaca_jobs.common.errors import UserError
-
-RUNS_DIR_ENV = "ALPACA_JOBS_RUNS_DIR"
 
 
 class _Group(click.Group):
@@ -112,22 +109,13 @@ def _sweep(overrides: tuple[str, ...], sweep: str | None) -> list[list[str]]:
 
 
 def _follow(backend, handle) -> None:
-    """Stream rank 0's log until the job ends, then print the run report."""
-    from alpaca_jobs.backends.base import ACTIVE_STATES
+    """Follow rank 0's log until the job ends, then print the run report."""
+    from alpaca_jobs.cli.runs import follow_logs
     from alpaca_jobs.ops.present import format_report
     from alpaca_jobs.ops.record import load_record
 
-    shown = 0
     try:
-        while True:
-            state = backend.status(handle)
-            text = backend.logs(handle)
-            if len(text) > shown:
-                click.echo(text[shown:], nl=False)
-                shown = len(text)
-            if state not in ACTIVE_STATES:
-                break
-            time.sleep(1.0)
+        state = follow_logs(backend, handle, 0, follow=True)
     except KeyboardInterrupt:
         click.echo(f"\nstopped following; the job goes on. Cancel: alpaca-jobs cancel {handle.run_id}")
         return
@@ -138,78 +126,6 @@ def _follow(backend, handle) -> None:
         click.echo(format_report(rec))
     if state != "COMPLETED":
         raise UserError(f"run {handle.run_id} ended {state}" + (f": {rec['error']}" if rec and rec.get("error") else ""))
-
-
-def _find_run(run: str, runs_dir: str | None):
-    from alpaca_jobs.backends import get_backend
-    from alpaca_jobs.backends.base import HANDLE_FILE, JobHandle
-
-    candidates = [Path(run)] if Path(run).is_dir() else []
-    candidates.append(Path(runs_dir or os.environ.get(RUNS_DIR_ENV, "runs")) / run)
-    for path in candidates:
-        if (path / HANDLE_FILE).is_file():
-            handle = JobHandle.load(path)
-            return get_backend(handle.backend), handle
-    raise UserError(f"no run {run!r} under {candidates[-1].parent}; pass --runs-dir or a run dir path")
-
-
-_runs_dir_option = click.option("--runs-dir", help=f"where runs live (env {RUNS_DIR_ENV}; default ./runs)")
-
-
-@main.command()
-@click.argument("run")
-@_runs_dir_option
-def status(run: str, runs_dir: str | None) -> None:
-    """State of RUN (an id or a run directory), and its report when it has one."""
-    from alpaca_jobs.ops.present import format_report
-    from alpaca_jobs.ops.record import load_record
-
-    pipe_dir = Path(run) if Path(run, "pipeline.json").is_file() else \
-        Path(runs_dir or os.environ.get(RUNS_DIR_ENV, "runs")) / run
-    if (pipe_dir / "pipeline.json").is_file():
-        _pipeline_status(pipe_dir)
-        return
-    backend, handle = _find_run(run, runs_dir)
-    state = backend.status(handle)
-    click.echo(f"{handle.run_id}: {state} ({handle.backend} job {handle.job_id})")
-    backend.finalize(handle)
-    rec = load_record(Path(handle.run_dir))
-    if rec:
-        click.echo(format_report(rec))
-
-
-def _pipeline_status(pipe_dir: Path) -> None:
-    import json
-
-    from alpaca_jobs.pipeline.run import StageRun, _state_of
-    from alpaca_jobs.pipeline.summary import collect, format_summary
-
-    body = json.loads((pipe_dir / "pipeline.json").read_text())
-    for name, run in body["stages"].items():
-        stage = StageRun(**run)
-        body["stages"][name]["status"] = _state_of(stage) if stage.job_id else stage.status
-    (pipe_dir / "pipeline.json").write_text(json.dumps(body, indent=1) + "\n")
-    click.echo(format_summary(collect(pipe_dir)))
-
-
-@main.command()
-@click.argument("run")
-@_runs_dir_option
-@click.option("--rank", default=0, show_default=True, help="which worker's log")
-def logs(run: str, runs_dir: str | None, rank: int) -> None:
-    """Print RUN's worker log (stdout and stderr)."""
-    backend, handle = _find_run(run, runs_dir)
-    click.echo(backend.logs(handle, rank), nl=False)
-
-
-@main.command()
-@click.argument("run")
-@_runs_dir_option
-def cancel(run: str, runs_dir: str | None) -> None:
-    """Stop RUN: workers checkpoint first; `submit --run-id RUN` resumes it."""
-    backend, handle = _find_run(run, runs_dir)
-    backend.cancel(handle)
-    click.echo(f"cancel sent to {handle.run_id} ({handle.backend} job {handle.job_id})")
 
 
 @main.command()
@@ -262,6 +178,13 @@ cost.add_command(estimate_command)
 from alpaca_jobs.ops.report import report_command  # noqa: E402 - matplotlib only for --png/--html
 
 main.add_command(report_command)  # alpaca-jobs report
+
+from alpaca_jobs.cli.runs import cancel, list_runs, logs, status  # noqa: E402 - click only
+
+main.add_command(list_runs)
+main.add_command(status)
+main.add_command(logs)
+main.add_command(cancel)
 
 from alpaca_jobs.cli.evaluate import evaluate_command, rate_command  # noqa: E402 - click only
 from alpaca_jobs.cli.evaluate import report_command as evaluate_report_command  # noqa: E402

@@ -1,0 +1,333 @@
+"""Finding, following and stopping runs: ``list``, ``status``, ``logs [-f]``, ``cancel``.
+
+Runs are found in the ledger (every finished run, on any backend) and in the runs directory
+(each submitted run's ``handle.json``, so queued and running ones show too). Logs are followed
+by offset, per file and per rank: stdout and stderr never garble each other.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from alpaca_jobs.common.errors import UserError
+
+RUNS_DIR_ENV = "ALPACA_JOBS_RUNS_DIR"
+runs_dir_option = click.option("--runs-dir", help=f"where runs live (env {RUNS_DIR_ENV}; default ./runs)")
+
+
+def runs_dir_of(option: str | None) -> Path:
+    return Path(option or os.environ.get(RUNS_DIR_ENV, "runs"))
+
+
+def find_run(run: str, runs_dir: str | None):
+    """(backend, handle) of RUN: a run id under the runs dir, or a run directory."""
+    from alpaca_jobs.backends import get_backend
+    from alpaca_jobs.backends.base import HANDLE_FILE, JobHandle
+
+    candidates = [Path(run)] if Path(run).is_dir() else []
+    candidates.append(runs_dir_of(runs_dir) / run)
+    for path in candidates:
+        if (path / HANDLE_FILE).is_file():
+            handle = JobHandle.load(path)
+            return get_backend(handle.backend), handle
+    raise UserError(f"no run {run!r} under {candidates[-1].parent}; pass --runs-dir or a run dir path "
+                    "(`alpaca-jobs list` shows the runs)")
+
+
+# --- list ------------------------------------------------------------------------------
+
+
+@dataclass
+class RunRow:
+    run_id: str
+    kind: str
+    cluster: str
+    state: str
+    started: str
+    gpu_hours: float | None = None
+    cost_usd: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def collect_runs(runs_dir: Path, live: bool = True) -> list[RunRow]:
+    """Ledger records, then submitted runs with no record yet (their state asked of the backend
+    when ``live``), newest first."""
+    rows: dict[str, RunRow] = {}
+    for rec in _ledger_records(runs_dir):
+        rows[rec["run_id"]] = RunRow(rec["run_id"], rec["job"], rec["backend"], rec["status"].upper(),
+                                     rec.get("started_at", ""), rec.get("gpu_hours"),
+                                     rec.get("cost_usd", 0.0) + rec.get("api_cost_usd", 0.0))
+    for handle_file in sorted(runs_dir.glob("*/handle.json")) if runs_dir.is_dir() else []:
+        row = _row_of_handle(handle_file.parent, live)
+        if row is not None and (row.run_id not in rows or row.state in _active()):
+            rows[row.run_id] = row
+    return sorted(rows.values(), key=lambda r: r.started, reverse=True)
+
+
+def _active() -> set[str]:
+    from alpaca_jobs.backends.base import ACTIVE_STATES
+
+    return ACTIVE_STATES
+
+
+def _ledger_records(runs_dir: Path) -> list[dict[str, Any]]:
+    from alpaca_jobs.ops import ledger
+
+    path = ledger.ledger_path(runs_dir=runs_dir)
+    if not path.is_file():
+        return []
+    with ledger.connect(path, create=False) as conn:
+        return ledger.records(conn)
+
+
+def _row_of_handle(run_dir: Path, live: bool) -> RunRow | None:
+    import json
+
+    from alpaca_jobs.backends import get_backend
+    from alpaca_jobs.backends.base import JobHandle
+    from alpaca_jobs.ops.record import load_record
+
+    try:
+        handle = JobHandle.load(run_dir)
+    except (OSError, ValueError, TypeError):
+        return None
+    rec = load_record(run_dir)
+    kind = rec["job"] if rec else _kind_of(run_dir)
+    state = rec["status"].upper() if rec and rec["status"] != "running" else "SUBMITTED"
+    if live and (rec is None or rec["status"] == "running"):
+        try:
+            state = get_backend(handle.backend).status(handle)
+        except (UserError, OSError, json.JSONDecodeError) as exc:
+            state = f"UNKNOWN ({str(exc)[:60]})"
+    return RunRow(handle.run_id, kind, handle.backend, state, rec.get("started_at", "") if rec else
+                  handle.submitted_at, rec.get("gpu_hours") if rec else None,
+                  (rec.get("cost_usd", 0.0) + rec.get("api_cost_usd", 0.0)) if rec else None)
+
+
+def _kind_of(run_dir: Path) -> str:
+    import json
+
+    for name in ("payload.json", "submitit/payload.json"):
+        try:
+            return json.loads((run_dir / name).read_text())["spec"]["job"]
+        except (OSError, ValueError, KeyError):
+            continue
+    return "?"
+
+
+def age(iso: str, now: float | None = None) -> str:
+    """'3m', '2h', '5d' since an ISO-8601 UTC time ('-' when unknown)."""
+    from calendar import timegm
+
+    try:
+        then = timegm(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ"))
+    except (TypeError, ValueError):
+        return "-"
+    secs = max(0, int((now or time.time()) - then))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{secs // size}{unit}"
+    return f"{secs}s"
+
+
+def _since_seconds(text: str) -> float:
+    import re
+
+    m = re.fullmatch(r"(\d+)([smhd])", text.strip())
+    if not m:
+        raise UserError(f"--since {text!r}: use a number and a unit, e.g. 30m, 12h, 7d")
+    return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+def print_runs(rows: list[RunRow]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col, just in (("RUN", "left"), ("KIND", "left"), ("CLUSTER", "left"), ("STATE", "left"),
+                      ("AGE", "right"), ("GPU-H", "right"), ("$", "right")):
+        table.add_column(col, justify=just, no_wrap=True)
+    for r in rows:
+        table.add_row(r.run_id, r.kind, r.cluster, r.state, age(r.started),
+                      "-" if r.gpu_hours is None else f"{r.gpu_hours:.3f}",
+                      "-" if r.cost_usd is None else f"{r.cost_usd:.2f}")
+    Console(width=max(100, len(max((r.run_id for r in rows), key=len, default="")) + 70),
+            soft_wrap=True).print(table)
+
+
+@click.command("list")
+@runs_dir_option
+@click.option("--kind", help="only runs of this kind (train, generate, ...)")
+@click.option("--cluster", help="only runs on this backend (local, slurm, k8s)")
+@click.option("--state", help="only runs in this state (RUNNING, COMPLETED, FAILED, ...)")
+@click.option("--since", help="only runs started within this long, e.g. 12h, 7d")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1))
+def list_runs(runs_dir: str | None, kind: str | None, cluster: str | None, state: str | None,
+              since: str | None, limit: int) -> None:
+    """Runs on every backend, newest first: id, kind, cluster, state, age, GPU-hours, $."""
+    rows = collect_runs(runs_dir_of(runs_dir))
+    if since:
+        horizon = _since_seconds(since)
+        rows = [r for r in rows if age(r.started) != "-" and _seconds_ago(r.started) <= horizon]
+    rows = [r for r in rows if (not kind or r.kind == kind) and (not cluster or r.cluster == cluster)
+            and (not state or r.state.split()[0] == state.upper())][:limit]
+    if not rows:
+        click.echo(f"no runs under {runs_dir_of(runs_dir)}" + (" matching the filters" if
+                                                             kind or cluster or state or since else ""))
+        return
+    print_runs(rows)
+
+
+def _seconds_ago(iso: str) -> float:
+    from calendar import timegm
+
+    return time.time() - timegm(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ"))
+
+
+# --- logs ------------------------------------------------------------------------------
+
+
+class Tail:
+    """New complete lines of files, each read from where the last read stopped."""
+
+    def __init__(self) -> None:
+        self.offsets: dict[Path, int] = {}
+        self.partial: dict[Path, str] = {}
+
+    def read(self, path: Path) -> list[str]:
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return []
+        start = self.offsets.get(path, 0)
+        if size < start:  # replaced or truncated: start again
+            start, self.partial[path] = 0, ""
+        if size == start:
+            return []
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            data = fh.read(size - start)
+        self.offsets[path] = size
+        lines = (self.partial.pop(path, "") + data.decode(errors="replace")).split("\n")
+        if lines[-1]:
+            self.partial[path] = lines[-1]
+        return lines[:-1]
+
+    def rest(self, path: Path) -> list[str]:
+        tail = self.partial.pop(path, "")
+        return [tail] if tail else []
+
+
+def check_rank(handle, rank: int | None) -> None:
+    if rank is not None and not 0 <= rank < handle.ranks:
+        last = f"0-{handle.ranks - 1}" if handle.ranks > 1 else "0"
+        raise UserError(f"run {handle.run_id} has {handle.ranks} worker process(es): --rank {last} "
+                        "(or --rank all)")
+
+
+def follow_logs(backend, handle, rank: int | None, follow: bool, echo=click.echo) -> str:
+    """Print rank ``rank``'s log (None: every rank's, each line prefixed) and, with ``follow``,
+    go on until the job ends. Returns the job's last state."""
+    from alpaca_jobs.backends.base import ACTIVE_STATES
+
+    check_rank(handle, rank)
+    tail, shown, prefix = Tail(), 0, rank is None and handle.ranks > 1
+    while True:
+        state = backend.status(handle) if follow else "DONE"
+        paths = backend.log_paths(handle)
+        if paths:
+            for r in sorted(paths) if rank is None else [rank]:
+                for path in paths.get(r, []):
+                    for line in tail.read(path) + ([] if state in ACTIVE_STATES else tail.rest(path)):
+                        echo(f"[rank {r}] {line}" if prefix else line)
+        else:  # a backend that serves logs as text (Kubernetes): print what is new
+            text = backend.logs(handle, rank or 0)
+            if len(text) > shown:
+                echo(text[shown:], nl=False)
+                shown = len(text)
+        if state not in ACTIVE_STATES:
+            return state
+        time.sleep(0.5)
+
+
+@click.command()
+@click.argument("run")
+@runs_dir_option
+@click.option("--rank", default="0", show_default=True, help="which worker's log: a rank, or 'all'")
+@click.option("-f", "--follow", is_flag=True, help="keep printing until the run ends (Ctrl-C stops following)")
+def logs(run: str, runs_dir: str | None, rank: str, follow: bool) -> None:
+    """Print RUN's worker log (stdout and stderr), one rank's or all of them; -f follows it."""
+    backend, handle = find_run(run, runs_dir)
+    if rank != "all" and not rank.isdigit():
+        raise UserError(f"--rank {rank!r}: a worker's rank (0, 1, ...) or 'all'")
+    try:
+        follow_logs(backend, handle, None if rank == "all" else int(rank), follow)
+    except KeyboardInterrupt:
+        click.echo(f"\nstopped following; the run goes on (alpaca-jobs cancel {handle.run_id} stops it)")
+
+
+# --- status, cancel --------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("run", required=False)
+@runs_dir_option
+def status(run: str | None, runs_dir: str | None) -> None:
+    """State of RUN (an id or a run directory) and its report; without RUN, the recent runs."""
+    from alpaca_jobs.ops.present import format_report
+    from alpaca_jobs.ops.record import load_record
+
+    if run is None:
+        rows = collect_runs(runs_dir_of(runs_dir))[:10]
+        if not rows:
+            click.echo(f"no runs under {runs_dir_of(runs_dir)}")
+            return
+        print_runs(rows)
+        return
+    pipe_dir = Path(run) if Path(run, "pipeline.json").is_file() else runs_dir_of(runs_dir) / run
+    if (pipe_dir / "pipeline.json").is_file():
+        _pipeline_status(pipe_dir)
+        return
+    backend, handle = find_run(run, runs_dir)
+    state = backend.status(handle)
+    click.echo(f"{handle.run_id}: {state} ({handle.backend} job {handle.job_id})")
+    backend.finalize(handle)
+    rec = load_record(Path(handle.run_dir))
+    if rec:
+        click.echo(format_report(rec))
+
+
+def _pipeline_status(pipe_dir: Path) -> None:
+    import json
+
+    from alpaca_jobs.pipeline.run import StageRun, _state_of
+    from alpaca_jobs.pipeline.summary import collect, format_summary
+
+    body = json.loads((pipe_dir / "pipeline.json").read_text())
+    for name, run in body["stages"].items():
+        stage = StageRun(**run)
+        body["stages"][name]["status"] = _state_of(stage) if stage.job_id else stage.status
+    (pipe_dir / "pipeline.json").write_text(json.dumps(body, indent=1) + "\n")
+    click.echo(format_summary(collect(pipe_dir)))
+
+
+@click.command()
+@click.argument("run")
+@runs_dir_option
+def cancel(run: str, runs_dir: str | None) -> None:
+    """Stop RUN: workers checkpoint first; `submit --run-id RUN` resumes it. Says what it did."""
+    from alpaca_jobs.backends.base import ACTIVE_STATES
+
+    backend, handle = find_run(run, runs_dir)
+    state = backend.status(handle)
+    if state not in ACTIVE_STATES:
+        click.echo(f"{handle.run_id} already ended ({state}); nothing to cancel")
+        return
+    said = backend.cancel(handle)
+    click.echo(said or f"cancel sent to {handle.run_id} ({handle.backend} job {handle.job_id})")
