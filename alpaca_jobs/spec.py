@@ -162,6 +162,8 @@ class CostConfig(_Strict):
     gpu_hour_usd: float | None = Field(None, ge=0, description="default: price table by gpu_type")
     cpu_core_hour_usd: float = Field(0.0, ge=0)
     target_usd: float | None = Field(None, gt=0)
+    max_usd: float | None = Field(None, gt=0, description="refuse a launch estimated to cost more "
+                                  "(compute: expected, else time limit x GPUs x price); --over-budget overrides")
 
 
 class Container(_Strict):

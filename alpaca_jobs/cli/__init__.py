@@ -58,8 +58,9 @@ def _cluster_option(f):
 @click.option("--dry-run", is_flag=True, help="print exactly what would be submitted; submit nothing")
 @click.option("--run-id", callback=_check_run_id, help="reuse a run id: resumes from its last checkpoint")
 @click.option("--wait/--no-wait", default=None, help="follow the job to the end (default: local only)")
+@click.option("--over-budget", is_flag=True, help="submit even if the estimate exceeds cost.max_usd")
 def submit(spec: str, cluster: str, overrides: tuple[str, ...], sweep: str | None, dry_run: bool,
-           run_id: str | None, wait: bool | None) -> None:
+           run_id: str | None, wait: bool | None, over_budget: bool) -> None:
     """Validate SPEC, then submit it (or print it with --dry-run)."""
     from alpaca_jobs.backends import get_backend
     from alpaca_jobs.backends.base import new_run_id
@@ -71,17 +72,23 @@ def submit(spec: str, cluster: str, overrides: tuple[str, ...], sweep: str | Non
     base_id = run_id or new_run_id(specs[0].spec.name)
     ids = [base_id] if len(specs) == 1 else [f"{base_id}-{i}" for i in range(len(specs))]
     subs = [backend.render(loaded, rid) for loaded, rid in zip(specs, ids, strict=True)]
+    for loaded in specs:  # a malformed data file fails a dry run too; a submission checks more
+        if dry_run:
+            backend.check_inputs(loaded)
+        else:
+            backend.preflight(loaded)
+    forecasts = _forecasts(specs, subs, over_budget)
     if dry_run:
-        for loaded in specs:
-            backend.check_inputs(loaded)  # a malformed data file fails a dry run too
         click.echo(f"# dry run: {cluster} submission of {spec} (nothing submitted)")
+        for line in forecasts:
+            click.echo(f"# {line}")
         for sub, v in zip(subs, variants, strict=True):
             if len(subs) > 1:
                 click.echo(f"# --- {sub.run_id}: {' '.join(v[len(overrides):])}")
             click.echo(sub.text, nl=False)
         return
-    for loaded in specs:
-        backend.preflight(loaded)
+    for line in forecasts:
+        click.echo(line)
     resuming = [(sub.run_dir / "checkpoints" / "latest").is_file() for sub in subs]
     handles = backend.submit_many(subs)
     for handle, res in zip(handles, resuming, strict=True):
@@ -96,6 +103,19 @@ def submit(spec: str, cluster: str, overrides: tuple[str, ...], sweep: str | Non
         wait = False  # a server runs until cancelled: do not block on it by default
     if len(handles) == 1 and (wait if wait is not None else backend.capabilities.attached):
         _follow(backend, handles[0])
+
+
+def _forecasts(specs, subs, over_budget: bool) -> list[str]:
+    """The cost of each run before launch (refused over cost.max_usd unless ``over_budget``)."""
+    from alpaca_jobs.ops.forecast import check_budget, forecast, ledger_records
+
+    records = ledger_records(Path(subs[0].run_dir).parent)
+    lines = []
+    for loaded, sub in zip(specs, subs, strict=True):
+        fc = forecast(loaded, records)
+        check_budget(loaded, fc, over_budget)
+        lines += ([f"{sub.run_id}:"] if len(subs) > 1 else []) + fc.lines()
+    return lines
 
 
 def _sweep(overrides: tuple[str, ...], sweep: str | None) -> list[list[str]]:

@@ -9,6 +9,8 @@ from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.common.kinds import Kind, Visible
 
 STANFORD_TARGET_USD = 100.0  # Alpaca: "< $100" on 8x A100-80GB for 3 hours
+CHARS_PER_TOKEN = 4.0  # assumed before launch (no tokenizer yet): English BPE text averages ~4
+TEMPLATE_CHARS = 150  # the Alpaca prompt's preamble and section markers, per example
 
 
 def preflight(loaded: Any, visible: Visible) -> None:
@@ -28,6 +30,37 @@ def preflight(loaded: Any, visible: Visible) -> None:
                             f"{stats.skipped_duplicate} duplicates")
 
 
+def expected_hours(loaded: Any, records: list[dict[str, Any]]) -> tuple[float | None, str]:
+    """Tokens to train (from the data, at an assumed characters-per-token) over the throughput
+    of the latest completed training run on the same hardware in the ledger, plus that run's
+    start-up and checkpoint time."""
+    spec, cfg = loaded.spec, loaded.spec.train
+    if not Path(cfg.data).is_file():
+        return None, f"train.data {cfg.data} is not readable from here"
+    from alpaca_jobs.train.data import DataStats, clean_records, read_records
+
+    examples = clean_records(read_records(cfg.data), DataStats())
+    per_example = sum(len(r.instruction) + len(r.input) + len(r.output) + TEMPLATE_CHARS
+                      for r in examples) / CHARS_PER_TOKEN / max(1, len(examples))
+    n = len(examples) * cfg.epochs
+    if cfg.max_steps:
+        n = min(n, cfg.max_steps * cfg.global_batch_size)
+    tokens = n * per_example
+    same = [r for r in records if r.get("job") == "train" and r.get("status") == "completed"
+            and r.get("gpu_type") == spec.resources.gpu_type and r.get("processes") == spec.resources.world_size
+            and r.get("tokens_per_second")]
+    if not same:
+        return None, ("no completed training run on this hardware in the ledger yet to take a "
+                      "throughput from; the bound above holds")
+    last = same[-1]
+    overhead = max(0.0, last.get("wall_seconds", 0.0) / max(1, last.get("attempts", 1))
+                   - last.get("train_loop_seconds", 0.0))
+    hours = (tokens / last["tokens_per_second"] + overhead) / 3600
+    return hours, (f"~{tokens:,.0f} tokens ({n} examples, {CHARS_PER_TOKEN:g} characters per token "
+                   f"assumed) at {last['tokens_per_second']:,.0f} tokens/s measured by run "
+                   f"{last['run_id']}, plus its {overhead:.0f} s of start-up and checkpoints")
+
+
 def outputs(run_dir: Path) -> dict[str, str]:
     return {"train.model": str(run_dir / "model")}
 
@@ -40,5 +73,5 @@ def report_rows(rec: dict[str, Any]) -> list[tuple[str, str]]:
 
 KIND = Kind(name="train", body="alpaca_jobs.train.worker:train_body", per_gpu=True,
             node_imports="alpaca_jobs, submitit, torch",
-            preflight=preflight, outputs=outputs, report_rows=report_rows,
+            preflight=preflight, outputs=outputs, report_rows=report_rows, expected_hours=expected_hours,
             default_target_usd=STANFORD_TARGET_USD)
