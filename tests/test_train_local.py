@@ -222,3 +222,35 @@ def test_layout_options_activation_checkpointing_and_layer_class_are_honoured(ba
                "--set", "train.max_steps=1", "--run-id", "wrong-class")
     assert proc.returncode != 0
     assert "fsdp_transformer_layer_cls_to_wrap: 'GPT2Block' is not a module class" in proc.stderr + proc.stdout
+
+
+def test_the_model_directory_works_in_plain_transformers(baseline):
+    """The trained model loads with plain transformers; its chat template renders exactly the
+    prompt the trainer trained on (with and without an input); no setting of this machine is
+    saved; a model card says how it was made and what it cost."""
+    import json
+
+    import torch
+    from transformers import AutoTokenizer, pipeline
+
+    from alpaca_jobs.common.template import format_prompt
+    from alpaca_jobs.spec import load_spec
+
+    run_dir, _ = baseline
+    model_dir = run_dir / "model"
+    cfg = load_spec(ROOT / SPEC).spec.train
+    saved = json.loads((model_dir / "tokenizer_config.json").read_text())
+    assert "local_files_only" not in saved and saved["model_max_length"] == cfg.max_length
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    pre = (cfg.prompt.preamble_with_input, cfg.prompt.preamble_no_input)
+    for instruction, given in (("Name three primary colours.", ""), ("Translate to French.", "Good morning")):
+        ids = tok.apply_chat_template([{"role": "user", "content": instruction}], input=given,
+                                      add_generation_prompt=True, tokenize=True)
+        ids = list(ids if isinstance(ids, list) else ids["input_ids"])
+        assert ids == tok.encode(format_prompt(instruction, given, *pre), add_special_tokens=True)
+    gen = pipeline("text-generation", model=str(model_dir), dtype=torch.float32)
+    out = gen([{"role": "user", "content": "Name three primary colours."}], max_new_tokens=4, do_sample=False)
+    assert out[0]["generated_text"][-1]["role"] == "assistant"
+    card = (model_dir / "README.md").read_text()
+    rec = json.loads((run_dir / "run.json").read_text())
+    assert f"run `{rec['run_id']}`" in card and "GPU-hours" in card and cfg.data in card

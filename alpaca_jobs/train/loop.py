@@ -279,11 +279,12 @@ def _record_sharding(root, d: Dist, run_dir: Path) -> None:
     checkpoint.atomic_write(run_dir / "sharding" / f"rank{d.rank}.json", json.dumps(row))
 
 
-def _consolidate(root, tok, d: Dist, out: Path, prompt: dict[str, str]) -> Path:
-    """A plain HF directory (safetensors) on rank 0, with ``alpaca_prompt.json``: the serve job
-    then prompts it in the format it learned."""
+def _consolidate(root, tok, d: Dist, out: Path, prompt: dict[str, str], max_length: int) -> Path:
+    """A plain HF directory (safetensors) on rank 0 that other tools take as it is: the prompt it
+    learned is its tokenizer's chat template (``alpaca_prompt.json`` stays for older servers)."""
     import shutil
 
+    from alpaca_jobs.train.card import finish_tokenizer
     from alpaca_jobs.train.loading import consolidated_state_dict
 
     state_dict = consolidated_state_dict(root, d)
@@ -291,6 +292,7 @@ def _consolidate(root, tok, d: Dist, out: Path, prompt: dict[str, str]) -> Path:
         tmp = out.with_name(out.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
         root.lm.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+        finish_tokenizer(tok, prompt["preamble_with_input"], prompt["preamble_no_input"], max_length)
         tok.save_pretrained(tmp)
         (tmp / "alpaca_prompt.json").write_text(json.dumps(prompt, indent=1) + "\n")
         shutil.rmtree(out, ignore_errors=True)
@@ -361,7 +363,7 @@ def run(loaded: LoadedSpec, run_dir: Path, stop: StopFlag, meter: UsageMeter) ->
         feeder.close()
     model_dir = None
     if status == "completed":
-        model_dir = _consolidate(root, tok, d, run_dir / "model", cfg.prompt.model_dump())
+        model_dir = _consolidate(root, tok, d, run_dir / "model", cfg.prompt.model_dump(), cfg.max_length)
     config = root.lm.config
     details["micro_steps_per_step"] = plan.micro_steps(0)
     return TrainResult(status, state, plan.total_steps, model_dir, stats.as_dict(), str(d.device),
