@@ -1,9 +1,9 @@
 # alpaca-jobs: every target sets up what it needs (a venv in $(VENV)) on first use.
-#   make submit-train                      train the embedded default locally (CPU, ~1 min)
+#   make submit-train                      train the embedded default locally (CPU)
 #   make submit-train CLUSTER=slurm        the 7B recipe (jobs/train.yaml) on Slurm
 #   make submit-train DRY_RUN=1            print exactly what would be submitted
 #   make submit-generate CLUSTER=slurm     self-instruct data (jobs/generate.yaml, OpenAI API)
-#   make pipeline                          generate -> train -> serve -> evaluate, here (~10 min)
+#   make pipeline                          generate -> train -> serve -> evaluate, here
 #   make test                              the test suite (what CI runs; sets up and stops its clusters)
 CLUSTER ?= local
 PYTHON ?= python3
