@@ -24,6 +24,16 @@ def body(job):
 
 KIND = Kind(name="echo", body="echo_kind:body",
             outputs=lambda run_dir: {"echo.file": str(run_dir / "echo.txt")})
+
+
+def crash(job):
+    import time
+
+    time.sleep(0.5)  # "loading": the attempt dies before any work is done
+    raise RuntimeError("weights are corrupt")
+
+
+CRASH = Kind(name="crash", body="echo_kind:crash")
 '''
 
 
@@ -34,7 +44,8 @@ def _plugin(tmp_path: Path) -> dict[str, str]:
     dist.mkdir(parents=True)
     (pkg / "echo_kind.py").write_text(PLUGIN)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: echo-kind\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[alpaca_jobs.kinds]\necho = echo_kind\n")
+    (dist / "entry_points.txt").write_text("[alpaca_jobs.kinds]\necho = echo_kind\ncrash = echo_kind_crash\n")
+    (pkg / "echo_kind_crash.py").write_text("from echo_kind import CRASH as KIND\n")
     return {"PYTHONPATH": os.pathsep.join([str(ROOT), str(pkg)])}
 
 
@@ -71,3 +82,14 @@ def test_an_unknown_kind_is_one_line_naming_the_kinds(tmp_path):
     proc = cli("spec", "check", str(_spec(tmp_path, job="nope")))
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "unknown job kind 'nope'" in proc.stderr and "generate, train, serve, evaluate" in proc.stderr
+
+
+def test_an_attempt_that_dies_while_loading_still_bills(tmp_path):
+    """The job runtime's meter counts from the process's start and ticks on the failure path:
+    the failed record bills the time held, the imports included, and says why."""
+    env = _plugin(tmp_path)
+    proc = cli("submit", str(_spec(tmp_path, job="crash")), "--run-id", "crash-run", env=env, timeout=300)
+    assert proc.returncode != 0 and "weights are corrupt" in proc.stderr + proc.stdout
+    rec = json.loads((tmp_path / "runs" / "crash-run" / "run.json").read_text())
+    assert rec["status"] == "failed" and rec["error"] == "RuntimeError: weights are corrupt"
+    assert rec["attempts"] == 1 and rec["wall_seconds"] >= 0.5 and rec["cpu_seconds"] > 0

@@ -152,7 +152,7 @@ class Generation:
             if status is not None:  # answered with an error: not billed
                 self.ledger.release(rids[attempt], status)
 
-        reply, rid = self.client.ask(prompt, stop=[f"\n{n}. Instruction", f"{n}. Instruction:"],
+        reply, rid = self.client.ask_tasks(prompt, stop=[f"\n{n}. Instruction", f"{n}. Instruction:"],
                                      seed=self.cfg.seed + index, before=before, failed=failed)
         return {"index": index, "examples": picks, "finish_reason": reply.finish_reason,
                 "text": reply.text, "input_tokens": reply.input_tokens,
