@@ -29,7 +29,7 @@ def serve_job(payload: dict[str, Any]) -> dict[str, Any]:
     loaded = LoadedSpec.from_payload(payload)
     cfg = loaded.spec.serve
     state = build_state(cfg.model, cfg.watermark_gamma, cfg.watermark_delta, None, None, cfg.flags_db,
-                        cfg.max_queue, cfg.allow_unwatermarked)
+                        cfg.max_queue, cfg.allow_unwatermarked, cfg.watermark_z_threshold, cfg.max_body_bytes)
     state.collectors.append(live_collector(payload, loaded, started, t0))  # alpaca_job_* on /metrics
     logging.getLogger(__name__).info("serving %s on %s:%d", state.engine.name, cfg.host, cfg.port)
     uvicorn.run(create_app(state), host=cfg.host, port=cfg.port, log_level="info", access_log=False)
