@@ -144,6 +144,11 @@ def test_flag_params_are_bounded_finite_json_and_the_export_stays_valid(srv):
     assert rows and rows[-1]["params"] == {"temperature": 0.5, "note": "ok"}
 
 
+def test_a_body_that_is_not_declared_json_is_a_400(srv):
+    raw = json.dumps(comp(srv["model"])).encode()
+    assert_openai_error(*call(srv["base"], "POST", "/v1/completions", raw, {"Content-Type": "text/plain"}), 400)
+
+
 def test_the_openapi_schema_documents_the_models(srv):
     schema = json.loads(call(srv["base"], "GET", "/openapi.json")[1])
     names = set(schema["components"]["schemas"])
@@ -179,12 +184,12 @@ def test_batcher_answers_a_failing_row_alone_and_finishes_the_others(engine):
     assert engine.waiting == 0  # every slot given back
 
 
-def test_a_stream_that_fails_after_its_headers_ends_with_an_error_event_then_done(engine):
+def test_a_stream_that_fails_after_its_headers_ends_with_an_error_event_then_done(engine, tmp_path):
     from alpaca_jobs.serve.flags import FlagStore
     from alpaca_jobs.serve.params import GenParams
     from alpaca_jobs.serve.serving import Metrics, OpenAIServing
 
-    serving = OpenAIServing(engine, FlagStore.__new__(FlagStore), Metrics())
+    serving = OpenAIServing(engine, FlagStore(tmp_path / "flags.sqlite3"), Metrics())
 
     async def collect():
         good = [e async for e in serving._sse("chat", "tiny", engine.stream([5, 6], GenParams(max_tokens=3)))]

@@ -130,18 +130,19 @@ class OpenAIServing:
         chunk = _Chunker(kind, model)
         sent = ""
         try:
-            async for delta, final in chunks:
-                if final is not None:
-                    self._count(final)
-                    reason = final.finish_reason
-                    if (await asyncio.to_thread(moderate, sent)).flagged:  # checked whole, at the end
-                        self.metrics.refusals.labels("output").inc()
-                        yield chunk("\n\n" + REFUSAL, None)
-                        reason = "content_filter"
-                    yield chunk("", reason)
-                    break
-                sent += delta
-                yield chunk(delta, None)
+            async with contextlib.aclosing(chunks):  # a client that leaves frees its row at once
+                async for delta, final in chunks:
+                    if final is not None:
+                        self._count(final)
+                        reason = final.finish_reason
+                        if (await asyncio.to_thread(moderate, sent)).flagged:  # checked whole, at the end
+                            self.metrics.refusals.labels("output").inc()
+                            yield chunk("\n\n" + REFUSAL, None)
+                            reason = "content_filter"
+                        yield chunk("", reason)
+                        break
+                    sent += delta
+                    yield chunk(delta, None)
         except QueueFull as exc:
             self.metrics.stream_errors.labels("rate_limit_error").inc()
             yield _event(p.error_body(str(exc), "rate_limit_error", code="queue_full"))
