@@ -52,7 +52,9 @@ class Row:
     def fail(self, exc: BaseException) -> None:
         """Answer this row with its own error and stop decoding it."""
         self.done, self.reason = True, "error"
-        self.emit("error", exc if isinstance(exc, RowFailed) else RowFailed(f"{type(exc).__name__}: {exc}"))
+        log.warning("a request failed in the decoder: %s: %s", type(exc).__name__, exc)
+        # The client hears the exception's class only: its message can hold internals.
+        self.emit("error", exc if isinstance(exc, RowFailed) else RowFailed(type(exc).__name__))
 
 
 class Batcher:
@@ -110,7 +112,6 @@ class Batcher:
             r.gen = torch.Generator().manual_seed(seed)
             return True
         except Exception as exc:  # noqa: BLE001
-            log.warning("request refused by the decoder: %s", exc)
             r.fail(exc)
             return False
 
