@@ -249,8 +249,12 @@ class ServeConfig(_Strict):
     max_queue: int = Field(16, ge=1)
     watermark_gamma: float = Field(0.25, gt=0, lt=1)
     watermark_delta: float = Field(2.0, ge=0)
+    watermark_z_threshold: float = Field(4.0, gt=0, le=100, description="z at which detection says "
+                                         "watermarked (4.0 as Kirchenbauer et al.)")
     allow_unwatermarked: bool = False
     flags_db: str = "runs/flags.sqlite3"
+    max_body_bytes: int = Field(1_000_000, ge=1024, le=1_000_000_000,
+                                description="request bodies over this get 413, refused while reading")
 
 
 class Endpoint(_Strict):

@@ -31,10 +31,10 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(tmp: Path, env: dict[str, str], *args: str):
-    """`alpaca-jobs serve` in a subprocess on a free port, ready; yields its base URL."""
-    port = _free_port()
-    log = open(tmp / "server.log", "w")  # noqa: SIM115
+def server_process(tmp: Path, env: dict[str, str], *args: str, port: int | None = None):
+    """`alpaca-jobs serve` in a subprocess on a free port, ready; yields (base URL, process)."""
+    port = port or _free_port()
+    log = open(tmp / "server.log", "a")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "alpaca_jobs", "serve", "--port", str(port),
                              "--flags-db", str(tmp / "flags.sqlite3"), *args], cwd=ROOT,
                             env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
@@ -48,11 +48,19 @@ def running_server(tmp: Path, env: dict[str, str], *args: str):
             assert proc.poll() is None, (tmp / "server.log").read_text()
             time.sleep(0.5)
     try:
-        yield base
+        yield base, proc
     finally:
-        proc.terminate()
+        if proc.poll() is None:
+            proc.terminate()
         proc.wait(timeout=30)
         log.close()
+
+
+@contextlib.contextmanager
+def running_server(tmp: Path, env: dict[str, str], *args: str):
+    """`alpaca-jobs serve` in a subprocess on a free port, ready; yields its base URL."""
+    with server_process(tmp, env, *args) as (base, _):
+        yield base
 
 
 @pytest.fixture(scope="module")

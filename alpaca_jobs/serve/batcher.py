@@ -5,12 +5,18 @@ batch and decodes step by step with the KV cache. Each row keeps its own samplin
 parameters (temperature, top-p, its own seeded generator, so a seeded request gives the same
 text whatever it is batched with), its own watermark, token budget and stop sequences;
 finished rows ride along until the batch ends. Text streams out per row as it is decoded.
+
+Rows fail alone: a row whose set-up or per-row step raises is answered with its own error and
+dropped while the others go on. A failure of the shared forward pass cannot be pinned on one
+row, so each row that has sent nothing yet is retried alone (the culprit fails, the rest
+finish); rows that already streamed text get the error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import queue
 import threading
 import time
@@ -18,15 +24,17 @@ from dataclasses import dataclass, field
 
 import torch
 
+from alpaca_jobs.serve.params import GenParams, RowFailed, apply_stop
 from alpaca_jobs.serve.watermark import WatermarkLogitsProcessor
 
 GATHER_S = 0.02  # how long the first request of a batch waits for company
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class Row:
     ids: list[int]
-    params: object  # engine.GenParams
+    params: GenParams
     loop: asyncio.AbstractEventLoop
     out: asyncio.Queue
     new: list[int] = field(default_factory=list)
@@ -35,9 +43,18 @@ class Row:
     reason: str = "length"
     gen: torch.Generator | None = None
     cancelled: bool = False  # the caller went away: stop decoding this row
+    emitted: bool = False  # some text already went out (a retry would repeat it)
 
     def emit(self, kind: str, value: object) -> None:
+        self.emitted |= kind == "delta"
         self.loop.call_soon_threadsafe(self.out.put_nowait, (kind, value))
+
+    def fail(self, exc: BaseException) -> None:
+        """Answer this row with its own error and stop decoding it."""
+        self.done, self.reason = True, "error"
+        log.warning("a request failed in the decoder: %s: %s", type(exc).__name__, exc)
+        # The client hears the exception's class only: its message can hold internals.
+        self.emit("error", exc if isinstance(exc, RowFailed) else RowFailed(type(exc).__name__))
 
 
 class Batcher:
@@ -66,20 +83,41 @@ class Batcher:
                 except queue.Empty:
                     break
             try:
-                with torch.no_grad():
-                    self._decode(rows)
-            except Exception as exc:  # noqa: BLE001 - every waiting caller hears about it
-                for r in rows:
-                    if not r.done:
-                        r.emit("error", exc)
+                self._run(rows)
+            except Exception:  # noqa: BLE001 - the decoder thread must outlive any batch
+                log.exception("the batcher failed to answer a batch")
+
+    def _run(self, rows: list[Row]) -> None:
+        """Decode ``rows`` together; whatever fails, every row is answered."""
+        rows = [r for r in rows if not r.cancelled and self._prepare(r)]
+        try:
+            with torch.no_grad():
+                self._decode(rows)
+        except Exception as exc:  # noqa: BLE001 - a shared step failed: find the row, spare the rest
+            log.exception("batch of %d failed", len(rows))
+            left = [r for r in rows if not r.done]
+            for r in left:
+                if len(rows) > 1 and not r.emitted:
+                    r.new, r.sent = [], ""
+                    self._run([r])
+                else:
+                    r.fail(exc)
+
+    def _prepare(self, r: Row) -> bool:
+        """Per-row set-up (its seeded generator, its ids); a row that fails here fails alone."""
+        try:
+            if not r.ids:
+                raise ValueError("empty prompt (no tokens)")
+            seed = r.params.seed if r.params.seed is not None else int(torch.randint(0, 2**62, (1,)).item())
+            r.gen = torch.Generator().manual_seed(seed)
+            return True
+        except Exception as exc:  # noqa: BLE001
+            r.fail(exc)
+            return False
 
     def _decode(self, rows: list[Row]) -> None:
-        rows = [r for r in rows if not r.cancelled]
         if not rows:
             return
-        for r in rows:
-            r.gen = torch.Generator().manual_seed(r.params.seed if r.params.seed is not None
-                                                  else int(torch.randint(0, 2**62, (1,)).item()))
         width = max(len(r.ids) for r in rows)
         ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -99,7 +137,7 @@ class Batcher:
                 if r.cancelled and not r.done:
                     r.done, r.reason = True, "cancelled"
                 elif not r.done:
-                    self._advance(r, int(nxt[i]))
+                    self._step(r, int(nxt[i]))
             if all(r.done for r in rows):
                 break
             last = torch.tensor(nxt, dtype=torch.long, device=self.device).view(-1, 1)
@@ -118,7 +156,10 @@ class Batcher:
         sampling), so a seeded request is reproducible whatever it is batched with."""
         for i, r in enumerate(rows):
             if not r.done and r.params.watermark and self.watermark is not None:
-                logits[i : i + 1] = self.watermark(last[i : i + 1], logits[i : i + 1])
+                try:
+                    logits[i : i + 1] = self.watermark(last[i : i + 1], logits[i : i + 1])
+                except Exception as exc:  # noqa: BLE001 - this row's bias failed: this row fails
+                    r.fail(exc)
         temps = torch.tensor([max(r.params.temperature, 1e-6) for r in rows]).unsqueeze(1)
         probs = torch.softmax(logits / temps, dim=-1)
         if all(r.params.top_p >= 1.0 for r in rows):  # no nucleus cut: no need to sort
@@ -135,9 +176,14 @@ class Batcher:
         return [self.pad if r.done else int(greedy[i] if r.params.temperature <= 0 else sampled[i])
                 for i, r in enumerate(rows)]
 
-    def _advance(self, r: Row, token: int) -> None:
-        from alpaca_jobs.serve.engine import _apply_stop
+    def _step(self, r: Row, token: int) -> None:
+        try:
+            self._advance(r, token)
+        except Exception as exc:  # noqa: BLE001 - decoding this row's text failed: this row fails
+            log.exception("a row failed while decoding")
+            r.fail(exc)
 
+    def _advance(self, r: Row, token: int) -> None:
         if token == self.eos:
             self._finish(r, "stop")
             return
@@ -145,7 +191,7 @@ class Batcher:
         text = self.tok.decode(r.new, skip_special_tokens=True)
         if text.endswith("\ufffd"):  # a multi-byte character not complete yet
             return
-        cut, stopped = _apply_stop(text, r.params.stop)
+        cut, stopped = apply_stop(text, r.params.stop)
         if cut[len(r.sent):]:
             r.emit("delta", cut[len(r.sent):])
             r.sent = cut

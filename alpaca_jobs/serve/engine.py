@@ -13,41 +13,17 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from alpaca_jobs.common.template import format_prompt
+from alpaca_jobs.serve.batcher import Batcher, Row
+from alpaca_jobs.serve.params import BadRequest, Generation, GenParams, QueueFull
 from alpaca_jobs.serve.watermark import WatermarkConfig, WatermarkLogitsProcessor
 
 ALPACA_MARKER = "alpaca_prompt.json"
-
-
-class QueueFull(Exception):
-    """More requests waiting than the queue holds."""
-
-
-class BadRequest(ValueError):
-    """A request the model cannot serve (too long, absurd max_tokens)."""
-
-
-@dataclass(frozen=True)
-class GenParams:
-    max_tokens: int = 128
-    temperature: float = 1.0
-    top_p: float = 1.0
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-    watermark: bool = True
-
-
-@dataclass
-class Generation:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str  # stop | length
+__all__ = ["BadRequest", "Engine", "GenParams", "Generation", "QueueFull"]
 
 
 class Engine:
@@ -70,10 +46,13 @@ class Engine:
         self.alpaca = json.loads(marker.read_text()) if marker.is_file() else None
         self._waiting = 0
         self.created = int(time.time())
-        from alpaca_jobs.serve.batcher import Batcher
-
         proc = WatermarkLogitsProcessor(watermark, self.vocab) if watermark else None
         self.batcher = Batcher(self.model, self.tok, device, proc, max_batch=max_batch)
+
+    @property
+    def waiting(self) -> int:
+        """Requests queued or being decoded now."""
+        return self._waiting
 
     # -- prompts ---------------------------------------------------------------------------
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
@@ -86,6 +65,9 @@ class Engine:
 
     def encode(self, prompt: str, params: GenParams) -> list[int]:
         ids = self.tok.encode(prompt, add_special_tokens=not prompt.startswith(self.tok.bos_token or "\0"))
+        if not ids:  # an empty prompt: start from the beginning-of-text token, as GPT-2 did
+            start = self.tok.bos_token_id if self.tok.bos_token_id is not None else self.tok.eos_token_id
+            ids = [start]
         if params.max_tokens > self.max_tokens_limit:
             raise BadRequest(f"max_tokens {params.max_tokens} is over this server's limit of {self.max_tokens_limit}")
         if len(ids) + params.max_tokens > self.context:
@@ -94,9 +76,7 @@ class Engine:
         return ids
 
     # -- generation --------------------------------------------------------------------------
-    def _admit(self, ids: list[int], params: GenParams):
-        from alpaca_jobs.serve.batcher import Row
-
+    def _admit(self, ids: list[int], params: GenParams) -> Row:
         if self._waiting >= self.max_queue:
             raise QueueFull(f"{self._waiting} requests are queued or running; try again shortly")
         self._waiting += 1
@@ -104,7 +84,7 @@ class Engine:
         self.batcher.submit(row)
         return row
 
-    def _result(self, row) -> Generation:
+    def _result(self, row: Row) -> Generation:
         return Generation(row.sent, len(row.ids), len(row.new), row.reason)
 
     async def generate(self, ids: list[int], params: GenParams) -> Generation:
@@ -131,7 +111,3 @@ class Engine:
                 row.cancelled = True
         yield "", self._result(row)
 
-
-def _apply_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:
-    cut = min((text.find(s) for s in stop if s and s in text), default=-1)
-    return (text[:cut], True) if cut >= 0 else (text, False)

@@ -1,4 +1,8 @@
-"""User flags on outputs, stored durably in SQLite (WAL, one transaction per flag)."""
+"""User flags on outputs, stored durably in SQLite (WAL, synchronous=FULL, one transaction per
+flag: a flag the server acknowledged survives a crash, and a crash mid-write leaves no half row).
+
+Parameters are stored as strict JSON (no NaN or infinity), so the export is always valid JSON;
+a row written before that rule reads back with such numbers as null."""
 
 from __future__ import annotations
 
@@ -30,8 +34,9 @@ class FlagStore:
 
     def add(self, prompt: str, output: str, reason: str, model: str | None, params: dict[str, Any]) -> int:
         row = (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), model, prompt, output,
-               json.dumps(params, sort_keys=True), reason)
+               json.dumps(params, sort_keys=True, allow_nan=False), reason)
         with self._lock, self._connect() as db:
+            db.execute("PRAGMA synchronous=FULL")
             cur = db.execute("INSERT INTO flags (created_at, model, prompt, output, params, reason) "
                              "VALUES (?, ?, ?, ?, ?, ?)", row)
             return int(cur.lastrowid)
@@ -40,4 +45,4 @@ class FlagStore:
         with self._connect() as db:
             db.row_factory = sqlite3.Row
             rows = db.execute("SELECT * FROM flags ORDER BY id").fetchall()
-        return [{**dict(r), "params": json.loads(r["params"])} for r in rows]
+        return [{**dict(r), "params": json.loads(r["params"], parse_constant=lambda _: None)} for r in rows]

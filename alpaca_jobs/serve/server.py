@@ -54,19 +54,25 @@ def resolve_model(model: str | None) -> Path:
 
 
 def build_state(model: str | None, gamma: float, delta: float, key_file: str | None, api_key_file: str | None,
-                flags_db: str, max_queue: int, allow_unwatermarked: bool):
+                flags_db: str, max_queue: int, allow_unwatermarked: bool, z_threshold: float | None = None,
+                max_body_bytes: int | None = None):
+    """The server's state. z_threshold and max_body_bytes default to ServeConfig's defaults."""
     from alpaca_jobs.serve.app import ServeState
     from alpaca_jobs.serve.engine import Engine
     from alpaca_jobs.serve.flags import FlagStore
     from alpaca_jobs.serve.watermark import WatermarkConfig
+    from alpaca_jobs.spec import ServeConfig
+
+    defaults = ServeConfig()
 
     key, public = watermark_key(key_file)
     if public:
         log.warning("watermark key: the public default (set ALPACA_JOBS_WATERMARK_KEY to keep it secret)")
     try:
-        wm = WatermarkConfig(key=key, gamma=gamma, delta=delta)
+        wm = WatermarkConfig(key=key, gamma=gamma, delta=delta, z_threshold=z_threshold or defaults.watermark_z_threshold)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     path = resolve_model(model)
     engine = Engine(path, wm, max_queue=max_queue, name=path.name)
-    return ServeState(engine, FlagStore(Path(flags_db)), api_keys(api_key_file), allow_unwatermarked)
+    return ServeState(engine, FlagStore(Path(flags_db)), api_keys(api_key_file), allow_unwatermarked,
+                      max_body_bytes=max_body_bytes or defaults.max_body_bytes)

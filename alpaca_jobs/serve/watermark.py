@@ -97,13 +97,20 @@ class Detection:
                 "p_value": self.p_value, "watermarked": self.watermarked}
 
 
-def detect_ids(ids: list[int], cfg: WatermarkConfig, vocab_size: int) -> Detection:
+def scored_pairs(ids: list[int], vocab_size: int, ignore_repeated: bool = True) -> list[tuple[int, int]]:
+    """The (previous token, token) pairs detection scores: each distinct pair once by default."""
+    pairs = [(a, b) for a, b in zip(ids[:-1], ids[1:], strict=True) if b < vocab_size]
+    return list(dict.fromkeys(pairs)) if ignore_repeated else pairs
+
+
+def detect_ids(ids: list[int], cfg: WatermarkConfig, vocab_size: int, ignore_repeated: bool = True) -> Detection:
     """Score token ids (each against the green list of the token before it)."""
     lists = GreenLists(cfg, vocab_size)
-    t = len(ids) - 1
+    pairs = scored_pairs(ids, vocab_size, ignore_repeated)
+    t = len(pairs)
     if t < 1:
         return Detection(0, 0, 0.0, 1.0, False)
-    green = sum(bool(lists.mask(ids[i - 1])[ids[i]]) for i in range(1, len(ids)) if ids[i] < vocab_size)
+    green = sum(bool(lists.mask(prev)[tok]) for prev, tok in pairs)
     z = (green - cfg.gamma * t) / math.sqrt(t * cfg.gamma * (1 - cfg.gamma))
     p = 0.5 * math.erfc(z / math.sqrt(2))  # one-sided: P(Z >= z)
     return Detection(t, green, z, p, z >= cfg.z_threshold)
