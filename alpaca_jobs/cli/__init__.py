@@ -116,21 +116,24 @@ def _follow(backend, handle) -> None:
     from alpaca_jobs.backends.base import ACTIVE_STATES
     from alpaca_jobs.ops.present import format_report
     from alpaca_jobs.ops.record import load_record
+    from alpaca_jobs.train.progress import Follower
 
-    shown = 0
+    shown, screen = 0, Follower(Path(handle.run_dir))  # on a terminal: a progress bar under the log
     try:
         while True:
             state = backend.status(handle)
             text = backend.logs(handle)
             if len(text) > shown:
-                click.echo(text[shown:], nl=False)
+                screen.feed(text[shown:])
                 shown = len(text)
             if state not in ACTIVE_STATES:
                 break
             time.sleep(1.0)
     except KeyboardInterrupt:
+        screen.close()
         click.echo(f"\nstopped following; the job goes on. Cancel: alpaca-jobs cancel {handle.run_id}")
         return
+    screen.close()
     backend.finalize(handle)
     rec = load_record(Path(handle.run_dir))
     click.echo("")

@@ -169,6 +169,11 @@ def write_textfile(record: dict[str, Any], directory: Path) -> Path | None:
     return path
 
 
+def sinks_configured() -> bool:
+    """Whether the environment names any metrics sink (the live pushes are skipped otherwise)."""
+    return any(os.environ.get(name, "").strip() for name in (PUSHGATEWAY_ENV, TEXTFILE_DIR_ENV))
+
+
 def publish(record: dict[str, Any]) -> None:
     """Send the record to every metrics sink the environment configures (none by default)."""
     gateway = os.environ.get(PUSHGATEWAY_ENV, "").strip()
