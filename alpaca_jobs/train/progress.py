@@ -78,7 +78,7 @@ def _bar(total: int, initial: int, stream: IO[str]):
     from tqdm import tqdm
 
     return tqdm(total=total, initial=initial, file=stream, desc="train", unit="step",
-                dynamic_ncols=True, bar_format="{desc} {percentage:3.0f}%|{bar}| {n}/{total} {postfix}")
+                dynamic_ncols=True, mininterval=0, bar_format="{desc} {percentage:3.0f}%|{bar}| {n}/{total}{postfix}")
 
 
 class Progress:
