@@ -533,6 +533,53 @@ def _wait_for(prom: str, expr: str, want: float, timeout: float = 30) -> None:
     raise AssertionError(f"{expr} did not reach {want} within {timeout} s")
 
 
+def _wipe(prom: str, gateway: str) -> None:
+    req = urllib.request.Request(f"{gateway}/api/v1/admin/wipe", method="PUT")
+    urllib.request.urlopen(req, timeout=10).close()  # only this test's runs from here on
+    _wait_for(prom, 'count(alpaca_job_info) or vector(0)', 0)
+
+
+def _iso(offset_seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + offset_seconds))
+
+
+def _alerting(prom: str, alert: str) -> list[str]:
+    return sorted(r["metric"]["run_id"] for r in query(prom, rule_exprs()[alert])["data"]["result"])
+
+
+@pytest.mark.integration
+@pytest.mark.prometheus
+def test_alerts_forget_finished_runs_and_old_groups_leave_the_pushgateway(prometheus, tmp_path, monkeypatch):
+    """A failed, over-budget run alerts while it is recent; one that ended two hours ago does
+    not, although its final push is still there; the next run to end deletes that old group
+    (ALPACA_JOBS_PUSHGATEWAY_KEEP) and keeps the recent one."""
+    prom, gateway = prometheus
+    _wipe(prom, gateway)
+    tag = uuid.uuid4().hex[:6]
+    monkeypatch.setenv(metrics.PUSHGATEWAY_ENV, gateway)
+    monkeypatch.setenv(ledger.LEDGER_ENV, str(tmp_path / "ledger.sqlite3"))
+    monkeypatch.delenv(metrics.TEXTFILE_DIR_ENV, raising=False)
+    monkeypatch.delenv(metrics.KEEP_ENV, raising=False)  # default: a day, so both stay for now
+    big = make_record("x", "train", "k8s", gpus=8, hours=3, price=5.0, gpu_type="a100-80gb", status="failed")
+    old, new = f"old-{tag}", f"new-{tag}"
+    sinks.publish({**big, "run_id": old, "finished_at": _iso(-2 * 3600)}, tmp_path / old)
+    sinks.publish({**big, "run_id": new, "finished_at": _iso(-60)}, tmp_path / new)
+    running = {**big, "run_id": f"running-{tag}", "status": "running"}
+    sinks.publish(running, tmp_path / "running")  # running: no finished time yet
+    _wait_for(prom, "count(alpaca_job_info)", 3)
+    assert _alerting(prom, "AlpacaJobFailed") == [new]
+    assert _alerting(prom, "AlpacaTrainingRunOverBudget") == sorted([new, f"running-{tag}"])
+
+    def groups() -> set[str]:
+        data = _get(f"{gateway}/api/v1/metrics")["data"]
+        return {g["labels"].get("run_id") for g in data}
+
+    assert groups() == {old, new, f"running-{tag}"}
+    monkeypatch.setenv(metrics.KEEP_ENV, "3600")
+    sinks.publish({**RUNS[0], "run_id": f"gen-{tag}", "finished_at": _iso(0)}, tmp_path / "gen")
+    assert groups() == {new, f"running-{tag}", f"gen-{tag}"}  # the run ended 2 h ago is gone
+
+
 @pytest.mark.integration
 @pytest.mark.prometheus
 def test_promtool_checks_rules_and_example_config(prometheus):
@@ -546,11 +593,11 @@ def test_promtool_checks_rules_and_example_config(prometheus):
 @pytest.mark.prometheus
 def test_dashboard_and_alert_queries_against_prometheus(prometheus, tmp_path, monkeypatch):
     prom, gateway = prometheus
-    req = urllib.request.Request(f"{gateway}/api/v1/admin/wipe", method="PUT")
-    urllib.request.urlopen(req, timeout=10).close()  # only this test's runs from here on
-    _wait_for(prom, 'count(alpaca_job_info) or vector(0)', 0)
+    _wipe(prom, gateway)
     tag = uuid.uuid4().hex[:6]
-    runs = [{**r, "run_id": f"{r['run_id']}-{tag}"} for r in RUNS]
+    # Runs that ended a minute ago: alerts look at runs running or ended within the hour.
+    runs = [{**r, "run_id": f"{r['run_id']}-{tag}", "started_at": _iso(-3 * 3600), "finished_at": _iso(-60)}
+            for r in RUNS]
     monkeypatch.setenv(metrics.PUSHGATEWAY_ENV, gateway)  # the jobs' own path: publish -> push
     monkeypatch.setenv(ledger.LEDGER_ENV, str(tmp_path / "ledger.sqlite3"))
     monkeypatch.delenv(metrics.TEXTFILE_DIR_ENV, raising=False)
@@ -565,7 +612,9 @@ def test_dashboard_and_alert_queries_against_prometheus(prometheus, tmp_path, mo
     assert len(exprs) >= 20
 
     panel = next(p for p in dashboard_panels() if p["title"] == GPU_HOURS_BY_STAGE)
-    res = query(prom, grafana_to_promql(panel["targets"][0]["expr"]))["data"]["result"]
+    # Over the time range Prometheus still remembers runs wiped from the Pushgateway: this test's only.
+    expr = grafana_to_promql(panel["targets"][0]["expr"]).replace('=~".*"', f'=~".*", run_id=~".*-{tag}"')
+    res = query(prom, expr)["data"]["result"]
     by_stage = {r["metric"]["stage"]: float(r["value"][1]) for r in res}
     assert by_stage == {"generate": 0.0, "train": 26.0, "evaluate": 0.5}
 
