@@ -38,7 +38,7 @@ PUSHGATEWAY_ENV = "ALPACA_JOBS_PUSHGATEWAY"
 TEXTFILE_DIR_ENV = "ALPACA_JOBS_TEXTFILE_DIR"
 # node_exporter's textfile directory: Debian's prometheus-node-exporter package reads this one
 # (its --collector.textfile.directory). jobs/*.yaml (slurm.textfile_dir), dashboards/ and the
-# docs use the same value; tests/test_progress.py checks that they agree.
+# docs use the same value; tests/test_ops.py checks that they agree.
 DEFAULT_TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 PUSH_JOB = "alpaca_jobs"  # the Pushgateway's job label for every run's group
 LABELS = ("run_id", "stage", "cluster", "gpu_type")
