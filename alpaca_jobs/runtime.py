@@ -43,16 +43,22 @@ def run_job(payload: Payload, body: Callable[[Job], Outcome | None]) -> dict[str
     _environment(payload, kind)
     job = new_job(payload)
     job.meter.start()
+    if job.rank == 0:
+        log.info("%s job %s: started (attempt %s, %d process(es)); run dir %s", payload.kind,
+                 payload.run_id, job.meter.attempt, payload.loaded.spec.resources.world_size, job.run_dir)
     previous = _install_stop(job.stop, kind.stop)
+    pusher = LivePusher.start(job)
     try:
         outcome = body(job)
     except BaseException as exc:
+        pusher.stop()
         stopped = isinstance(exc, KeyboardInterrupt | SystemExit)
         error = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
         _publish(job, Outcome("interrupted" if stopped else "failed", {**job.partial, "error": error}))
         raise
     finally:
         _restore(previous)
+    pusher.stop()  # before the final record: a late "running" push must not follow it
     record = _publish(job, outcome) if outcome is not None else None
     if outcome is not None and outcome.status == "interrupted" and job.stop.signum == signal.SIGUSR2:
         _requeue_on_slurm(job.spec.slurm.max_requeues)
@@ -77,6 +83,63 @@ def _record(job: Job, status: str, **fields: Any):
     job.meter.tick(force=True)
     return build_record(job.payload.to_dict(), job.loaded, status, read_usage(job.run_dir), job.started,
                         **fields)
+
+
+METRICS_INTERVAL_ENV = "ALPACA_JOBS_METRICS_INTERVAL"
+DEFAULT_METRICS_INTERVAL = 30.0  # seconds between a running job's metric pushes
+
+
+class LivePusher:
+    """Rank 0 publishes the run's metrics as they stand (status running) every interval, from a
+    daemon thread, so dashboards show batch jobs while they run, not only when they end. The
+    interval: env ALPACA_JOBS_METRICS_INTERVAL (seconds; 0 turns it off), default 30 s. Only
+    when a metrics sink is configured (ALPACA_JOBS_PUSHGATEWAY / ALPACA_JOBS_TEXTFILE_DIR)."""
+
+    def __init__(self, job: Job | None, interval: float) -> None:
+        import threading
+
+        self.job, self.interval = job, interval
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="alpaca-metrics", daemon=True)
+
+    @classmethod
+    def start(cls, job: Job) -> LivePusher:
+        from alpaca_jobs.ops.metrics import sinks_configured
+
+        interval = _metrics_interval()
+        pusher = cls(job, interval)
+        if job.rank == 0 and interval > 0 and sinks_configured():
+            pusher.thread.start()
+        return pusher
+
+    def _loop(self) -> None:
+        from dataclasses import asdict
+
+        from alpaca_jobs.ops.metrics import publish
+
+        while True:
+            try:
+                publish(asdict(self.job.record("running", **self.job.partial)))
+            except Exception as exc:  # noqa: BLE001 - live metrics are best effort
+                log.warning("could not publish the running metrics: %s", exc)
+            if self.done.wait(self.interval):
+                return
+
+    def stop(self) -> None:
+        self.done.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=30)
+
+
+def _metrics_interval() -> float:
+    raw = os.environ.get(METRICS_INTERVAL_ENV, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_METRICS_INTERVAL
+    except ValueError:
+        log.warning("%s=%r is not a number of seconds; using %.0f", METRICS_INTERVAL_ENV, raw,
+                    DEFAULT_METRICS_INTERVAL)
+        return DEFAULT_METRICS_INTERVAL
+    return max(value, 0.0)
 
 
 def _publish(job: Job, outcome: Outcome) -> dict[str, Any] | None:

@@ -130,6 +130,9 @@ class TrainConfig(_Strict):
         30.0, gt=0, le=10_080, description="wall-clock time between checkpoints (also on a stop signal)")
     checkpoint_every_steps: int | None = Field(None, ge=1, description="also every N steps")
     keep_checkpoints: int = Field(2, ge=1)
+    progress_every_seconds: float = Field(
+        10.0, gt=0, le=86_400, description="rank 0 logs a progress line (step n/N, loss, tokens/s, "
+        "ETA, cost so far) this often when its stdout is not a terminal; on one it draws a bar")
     prompt: PromptFormat = Field(default_factory=PromptFormat)
 
 

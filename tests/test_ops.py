@@ -299,6 +299,118 @@ def test_report_module_entry_point_and_lazy_imports(tmp_path):
     assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0
 
 
+def _cpu_runs() -> list[dict]:
+    """Two CPU training runs as the local backend records them: no GPUs, no prices."""
+    return [{**make_record(f"cpu-{i}", "train", "local", target=None), "cpu_seconds": 3600.0 * (i + 1),
+             "cpu_hours": float(i + 1), "wall_seconds": 600.0} for i in range(2)]
+
+
+def _pixels(png: bytes):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+
+
+def test_report_chart_of_cpu_runs_shows_cpu_hours_not_zero_bars():
+    """CPU runs: GPU-hours and cost are all zero; the usage panel draws CPU-hours instead (its
+    axis says so) and a panel with nothing but zeros says that in words, on no -0.04..0.04 axis."""
+    import numpy as np
+
+    s = report.summarize(_cpu_runs())
+    fig = report.report_figure(s)
+    usage, cost, target = fig.axes
+    assert usage.get_ylabel() == "CPU-hours (no GPU runs)" and usage.get_title() == "CPU-hours by stage"
+    assert usage.get_ylim()[0] == 0 and usage.get_ylim()[1] == pytest.approx(3.3)  # 1 + 2 CPU-h, +10%
+    assert not cost.axison and "all zero" in cost.texts[0].get_text()
+    assert target.get_ylim()[0] == 0 and target.get_ylim()[1] >= 100  # $0 runs against $100
+    for ax in fig.axes:
+        assert not (ax.axison and ax.get_ylim()[0] < 0), ax.get_title()
+    img = _pixels(report.render_png(s))
+    assert img.shape[:2] == (450, 1500)
+    blue = np.all(np.abs(img - [31, 119, 180]) < 30, axis=2)  # the bars' colour (tab:blue)
+    left = blue[:, :500]
+    assert left.sum() > 20_000  # a tall bar in the usage panel, not a zero-height one
+    rows = np.nonzero(left.any(axis=1))[0]
+    assert rows.max() - rows.min() > 200  # it spans most of the plot's height
+    assert blue[:, 500:].sum() == 0  # no bars elsewhere: cost is zero and said so
+
+
+def test_report_chart_keeps_gpu_hours_when_there_are_gpu_runs():
+    fig = report.report_figure(report.summarize(RUNS))
+    assert fig.axes[0].get_ylabel() == "GPU-hours" and fig.axes[0].get_ylim()[1] == pytest.approx(26.0 * 1.1)
+
+
+def test_run_summary_has_the_loss_curve(tmp_path):
+    """summary.html and loss.png for a run that logged losses; summary.html alone otherwise."""
+    import numpy as np
+
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    rows = [{"step": i, "loss": 5.0 * 0.9 ** i, "lr": 1e-3} for i in range(1, 41)]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rec = {**RUNS[1], "device": "cpu", "steps": 40, "total_steps": 40, "first_loss": rows[0]["loss"],
+           "final_loss": rows[-1]["loss"], "tokens_trained": 1, "target_tokens_trained": 1,
+           "tokens_per_second": 1.0, "train_loop_seconds": 1.0, "data": {}}
+    written = report.write_run_summary(rec, run_dir)
+    assert [p.name for p in written] == ["loss.png", "summary.html"]
+    img = _pixels((run_dir / "loss.png").read_bytes())
+    ys, xs = np.nonzero(np.all(np.abs(img - [31, 119, 180]) < 40, axis=2))
+    assert len(xs) > 500 and xs.max() - xs.min() > 500 and ys.max() - ys.min() > 150
+    # Falling loss: the curve's left end sits higher on the image (smaller y) than its right end.
+    assert ys[xs < xs.min() + 10].mean() < ys[xs > xs.max() - 10].mean() - 100
+    page = (run_dir / "summary.html").read_text()
+    assert "<td>steps</td><td>40/40</td>" in page and "data:image/png;base64," in page
+    other = tmp_path / "gen"
+    other.mkdir()
+    from dataclasses import asdict
+
+    from alpaca_jobs.ops.record import RunRecord
+
+    plain = asdict(RunRecord(**{k: v for k, v in RUNS[0].items() if k != "api"}))
+    assert [p.name for p in report.write_run_summary(plain, other)] == ["summary.html"]
+
+
+def test_textfile_directory_is_one_value_everywhere():
+    """The node_exporter textfile directory: the specs' slurm.textfile_dir, the rendered sbatch,
+    dashboards/ and the metrics module all name metrics.DEFAULT_TEXTFILE_DIR."""
+    from alpaca_jobs.spec import load_spec
+
+    found = {}
+    for spec in sorted((ROOT / "jobs").glob("*.yaml")):
+        if "job" not in yaml.safe_load(spec.read_text()):
+            continue  # a pipeline file, not a job spec
+        value = load_spec(spec).spec.slurm.textfile_dir
+        if value:
+            found[spec.name] = value
+    assert len(found) >= 3, found
+    pattern = re.compile(r"(?:ALPACA_JOBS_TEXTFILE_DIR=|textfile\.directory=)'?([^\s`'\"]+)")
+    for path in [*(ROOT / "dashboards").rglob("*.*"), *(ROOT / "slurm").glob("*.sbatch"),
+                 ROOT / "alpaca_jobs/ops/metrics.py"]:
+        for value in pattern.findall(path.read_text()):
+            found[str(path.relative_to(ROOT))] = value
+    assert any(k.startswith("dashboards/") for k in found) and any(k.startswith("slurm/") for k in found)
+    assert set(found.values()) == {metrics.DEFAULT_TEXTFILE_DIR}, found
+
+
+def test_stale_pushgateway_groups():
+    now = 1_800_000_000.0
+
+    def group(run_id, finished=None, pushed=now, job=metrics.PUSH_JOB):
+        g = {"labels": {"job": job, "run_id": run_id},
+             "push_time_seconds": {"metrics": [{"value": str(pushed)}]}}
+        if finished is not None:
+            g["alpaca_job_finished_timestamp_seconds"] = {"metrics": [{"value": str(finished)}]}
+        return g
+
+    groups = [group("old", finished=now - 2 * 86400), group("recent", finished=now - 60),
+              group("running", pushed=now - 5), group("dead", pushed=now - 3 * 86400),
+              group("other-job", finished=now - 9 * 86400, job="someone-else")]
+    assert metrics.stale_groups(groups, 86400, now) == ["old", "dead"]
+
+
 # --- checked-in dashboard and rules -------------------------------------------------------
 
 
@@ -349,6 +461,39 @@ def test_dashboard_is_provisionable():
     assert yaml.safe_load((prov / "dashboards.yaml").read_text())["providers"][0]["type"] == "file"
 
 
+UNITS = {"gpu": "suffix: GPU-h", "usd": "currencyUSD"}
+
+
+def _measure(expr: str) -> str | None:
+    if "alpaca_job_gpu_seconds" in expr:
+        return "gpu"
+    if re.search(r"alpaca_job_(api_)?cost_usd|alpaca_job_target_usd", expr) and " count(" not in f" {expr}":
+        return "usd"
+    return None
+
+
+def test_dashboard_units_and_time_range():
+    """One unit per panel (GPU-hours and USD never share an axis), and every instant 'all runs'
+    figure is taken over the time picker's range."""
+    checked = 0
+    for p in dashboard_panels():
+        targets = p.get("targets", [])
+        measures = {_measure(t["expr"]) for t in targets} - {None}
+        assert len(measures) <= 1, (p["title"], measures)
+        unit = p.get("fieldConfig", {}).get("defaults", {}).get("unit")
+        if measures:
+            assert unit == UNITS[measures.pop()], (p["title"], unit)
+            checked += 1
+        if "GPU-h" in p["title"] and p["type"] != "row":
+            assert unit == UNITS["gpu"], p["title"]
+        for t in targets:
+            if t.get("instant") and "alpaca_job_" in t["expr"]:
+                assert "[$__range]" in t["expr"] and "max_over_time(" in t["expr"], (p["title"], t["expr"])
+    assert checked >= 10
+    titles = {p["title"] for p in dashboard_panels()}
+    assert {"Serve jobs: GPU-hours so far", "Serve jobs: cost so far"} <= titles
+
+
 # --- against a real Prometheus and Pushgateway --------------------------------------------
 
 
@@ -388,6 +533,53 @@ def _wait_for(prom: str, expr: str, want: float, timeout: float = 30) -> None:
     raise AssertionError(f"{expr} did not reach {want} within {timeout} s")
 
 
+def _wipe(prom: str, gateway: str) -> None:
+    req = urllib.request.Request(f"{gateway}/api/v1/admin/wipe", method="PUT")
+    urllib.request.urlopen(req, timeout=10).close()  # only this test's runs from here on
+    _wait_for(prom, 'count(alpaca_job_info) or vector(0)', 0)
+
+
+def _iso(offset_seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + offset_seconds))
+
+
+def _alerting(prom: str, alert: str) -> list[str]:
+    return sorted(r["metric"]["run_id"] for r in query(prom, rule_exprs()[alert])["data"]["result"])
+
+
+@pytest.mark.integration
+@pytest.mark.prometheus
+def test_alerts_forget_finished_runs_and_old_groups_leave_the_pushgateway(prometheus, tmp_path, monkeypatch):
+    """A failed, over-budget run alerts while it is recent; one that ended two hours ago does
+    not, although its final push is still there; the next run to end deletes that old group
+    (ALPACA_JOBS_PUSHGATEWAY_KEEP) and keeps the recent one."""
+    prom, gateway = prometheus
+    _wipe(prom, gateway)
+    tag = uuid.uuid4().hex[:6]
+    monkeypatch.setenv(metrics.PUSHGATEWAY_ENV, gateway)
+    monkeypatch.setenv(ledger.LEDGER_ENV, str(tmp_path / "ledger.sqlite3"))
+    monkeypatch.delenv(metrics.TEXTFILE_DIR_ENV, raising=False)
+    monkeypatch.delenv(metrics.KEEP_ENV, raising=False)  # default: a day, so both stay for now
+    big = make_record("x", "train", "k8s", gpus=8, hours=3, price=5.0, gpu_type="a100-80gb", status="failed")
+    old, new = f"old-{tag}", f"new-{tag}"
+    sinks.publish({**big, "run_id": old, "finished_at": _iso(-2 * 3600)}, tmp_path / old)
+    sinks.publish({**big, "run_id": new, "finished_at": _iso(-60)}, tmp_path / new)
+    running = {**big, "run_id": f"running-{tag}", "status": "running"}
+    sinks.publish(running, tmp_path / "running")  # running: no finished time yet
+    _wait_for(prom, "count(alpaca_job_info)", 3)
+    assert _alerting(prom, "AlpacaJobFailed") == [new]
+    assert _alerting(prom, "AlpacaTrainingRunOverBudget") == sorted([new, f"running-{tag}"])
+
+    def groups() -> set[str]:
+        data = _get(f"{gateway}/api/v1/metrics")["data"]
+        return {g["labels"].get("run_id") for g in data}
+
+    assert groups() == {old, new, f"running-{tag}"}
+    monkeypatch.setenv(metrics.KEEP_ENV, "3600")
+    sinks.publish({**RUNS[0], "run_id": f"gen-{tag}", "finished_at": _iso(0)}, tmp_path / "gen")
+    assert groups() == {new, f"running-{tag}", f"gen-{tag}"}  # the run ended 2 h ago is gone
+
+
 @pytest.mark.integration
 @pytest.mark.prometheus
 def test_promtool_checks_rules_and_example_config(prometheus):
@@ -401,11 +593,11 @@ def test_promtool_checks_rules_and_example_config(prometheus):
 @pytest.mark.prometheus
 def test_dashboard_and_alert_queries_against_prometheus(prometheus, tmp_path, monkeypatch):
     prom, gateway = prometheus
-    req = urllib.request.Request(f"{gateway}/api/v1/admin/wipe", method="PUT")
-    urllib.request.urlopen(req, timeout=10).close()  # only this test's runs from here on
-    _wait_for(prom, 'count(alpaca_job_info) or vector(0)', 0)
+    _wipe(prom, gateway)
     tag = uuid.uuid4().hex[:6]
-    runs = [{**r, "run_id": f"{r['run_id']}-{tag}"} for r in RUNS]
+    # Runs that ended a minute ago: alerts look at runs running or ended within the hour.
+    runs = [{**r, "run_id": f"{r['run_id']}-{tag}", "started_at": _iso(-3 * 3600), "finished_at": _iso(-60)}
+            for r in RUNS]
     monkeypatch.setenv(metrics.PUSHGATEWAY_ENV, gateway)  # the jobs' own path: publish -> push
     monkeypatch.setenv(ledger.LEDGER_ENV, str(tmp_path / "ledger.sqlite3"))
     monkeypatch.delenv(metrics.TEXTFILE_DIR_ENV, raising=False)
@@ -420,7 +612,9 @@ def test_dashboard_and_alert_queries_against_prometheus(prometheus, tmp_path, mo
     assert len(exprs) >= 20
 
     panel = next(p for p in dashboard_panels() if p["title"] == GPU_HOURS_BY_STAGE)
-    res = query(prom, grafana_to_promql(panel["targets"][0]["expr"]))["data"]["result"]
+    # Over the time range Prometheus still remembers runs wiped from the Pushgateway: this test's only.
+    expr = grafana_to_promql(panel["targets"][0]["expr"]).replace('=~".*"', f'=~".*", run_id=~".*-{tag}"')
+    res = query(prom, expr)["data"]["result"]
     by_stage = {r["metric"]["stage"]: float(r["value"][1]) for r in res}
     assert by_stage == {"generate": 0.0, "train": 26.0, "evaluate": 0.5}
 

@@ -90,7 +90,13 @@ def test_status_and_logs_commands(baseline, runs):
     st = cli("status", "baseline", "--runs-dir", str(runs))
     assert st.returncode == 0 and "baseline: COMPLETED (local job" in st.stdout
     lg = cli("logs", "baseline", "--runs-dir", str(runs))
-    assert "step 33/33" in lg.stdout
+    assert "step 33/33 loss" in lg.stdout and "ETA 00:00" in lg.stdout
+    # What it does before step 1 is said, in order, in the log (no silent start).
+    said = ["train job baseline: started", "preparing the base model", "loading the tokenizer",
+            "model ready", "training from step 0 of 33", "step 1/33 loss", "training completed"]
+    at = [lg.stdout.find(s) for s in said]
+    assert -1 not in at and at == sorted(at), dict(zip(said, at, strict=True))
+    assert (runs / "baseline" / "loss.png").is_file() and (runs / "baseline" / "summary.html").is_file()
 
 
 def test_matches_a_plain_hf_trainer_run(baseline, tmp_path):

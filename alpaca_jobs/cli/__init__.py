@@ -133,12 +133,20 @@ def _follow(backend, handle) -> None:
     from alpaca_jobs.cli.runs import follow_logs
     from alpaca_jobs.ops.present import format_report
     from alpaca_jobs.ops.record import load_record
+    from alpaca_jobs.train.progress import Follower
+
+    screen = Follower(Path(handle.run_dir))  # on a terminal: a progress bar under the log
+
+    def show(text: str, nl: bool = True) -> None:
+        screen.feed(text + ("\n" if nl else ""))
 
     try:
-        state = follow_logs(backend, handle, 0, follow=True)
+        state = follow_logs(backend, handle, 0, follow=True, echo=show, on_poll=lambda: screen.feed(""))
     except KeyboardInterrupt:
+        screen.close()
         click.echo(f"\nstopped following; the job goes on. Cancel: alpaca-jobs cancel {handle.run_id}")
         return
+    screen.close()
     backend.finalize(handle)
     rec = load_record(Path(handle.run_dir))
     click.echo("")

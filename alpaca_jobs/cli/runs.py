@@ -231,9 +231,9 @@ def check_rank(handle, rank: int | None) -> None:
                         "(or --rank all)")
 
 
-def follow_logs(backend, handle, rank: int | None, follow: bool, echo=click.echo) -> str:
+def follow_logs(backend, handle, rank: int | None, follow: bool, echo=click.echo, on_poll=None) -> str:
     """Print rank ``rank``'s log (None: every rank's, each line prefixed) and, with ``follow``,
-    go on until the job ends. Returns the job's last state."""
+    go on until the job ends (``on_poll`` runs after each look). Returns the job's last state."""
     from alpaca_jobs.backends.base import ACTIVE_STATES
 
     check_rank(handle, rank)
@@ -251,6 +251,8 @@ def follow_logs(backend, handle, rank: int | None, follow: bool, echo=click.echo
             if len(text) > shown:
                 echo(text[shown:], nl=False)
                 shown = len(text)
+        if on_poll is not None:
+            on_poll()
         if state not in ACTIVE_STATES:
             return state
         time.sleep(0.5)

@@ -4,10 +4,14 @@ One record becomes one set of ``alpaca_job_*`` samples, labelled by ``run_id``, 
 (generate/train/serve/evaluate), ``cluster`` (local/slurm/k8s) and ``gpu_type``. Base units
 (seconds, US dollars); counters end in ``_total``. Where they go:
 
-* ``ALPACA_JOBS_PUSHGATEWAY=http://host:9091``: batch jobs push them when they finish, one
-  group per run (``job="alpaca_jobs", run_id=...``); a requeued run replaces its group. Scrape
-  the Pushgateway with ``honor_labels: true`` so these labels survive.
-* ``ALPACA_JOBS_TEXTFILE_DIR=/var/lib/node_exporter/textfile``: they are written to
+* ``ALPACA_JOBS_PUSHGATEWAY=http://host:9091``: batch jobs push them while they run (every
+  ``ALPACA_JOBS_METRICS_INTERVAL`` seconds, status running) and when they finish, one group per
+  run (``job="alpaca_jobs", run_id=...``); a requeued run replaces its group. A run that ends
+  deletes the groups of runs that ended more than ``ALPACA_JOBS_PUSHGATEWAY_KEEP`` seconds
+  (default a day) ago: Prometheus keeps their history, the ledger their figures, and alerts
+  stop looking at runs an hour after they end. Scrape the Pushgateway with
+  ``honor_labels: true`` so these labels survive.
+* ``ALPACA_JOBS_TEXTFILE_DIR=/var/lib/prometheus/node-exporter``: they are written to
   ``alpaca_<run_id>.prom`` there (atomically) for node_exporter's textfile collector (Slurm nodes).
 * The serve job is scraped: ``LiveJobCollector`` adds its own ``alpaca_job_*`` samples, as they
   stand at scrape time, to the server's ``/metrics``.
@@ -32,6 +36,10 @@ from prometheus_client.registry import Collector
 
 PUSHGATEWAY_ENV = "ALPACA_JOBS_PUSHGATEWAY"
 TEXTFILE_DIR_ENV = "ALPACA_JOBS_TEXTFILE_DIR"
+# node_exporter's textfile directory: Debian's prometheus-node-exporter package reads this one
+# (its --collector.textfile.directory). jobs/*.yaml (slurm.textfile_dir), dashboards/ and the
+# docs use the same value; tests/test_ops.py checks that they agree.
+DEFAULT_TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 PUSH_JOB = "alpaca_jobs"  # the Pushgateway's job label for every run's group
 LABELS = ("run_id", "stage", "cluster", "gpu_type")
 STATUSES = ("running", "completed", "interrupted", "failed", "stopped")
@@ -150,6 +158,58 @@ def push(record: dict[str, Any], gateway: str, timeout: float = 5.0) -> bool:
     return True
 
 
+KEEP_ENV = "ALPACA_JOBS_PUSHGATEWAY_KEEP"
+DEFAULT_KEEP_SECONDS = 86_400.0  # a finished run's group stays a day; Prometheus keeps its history
+
+
+def _group_time(group: dict[str, Any], name: str) -> float | None:
+    try:
+        return float(group[name]["metrics"][0]["value"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+
+
+def stale_groups(groups: list[dict[str, Any]], keep_seconds: float, now: float) -> list[str]:
+    """Run ids of our Pushgateway groups to delete: runs that finished more than
+    ``keep_seconds`` ago, and runs whose last push (a job killed before its final record) is
+    that old. ``groups``: the Pushgateway's ``/api/v1/metrics`` data."""
+    stale = []
+    for g in groups:
+        labels = g.get("labels", {})
+        if labels.get("job") != PUSH_JOB or "run_id" not in labels:
+            continue
+        ended = _group_time(g, "alpaca_job_finished_timestamp_seconds")
+        last = ended if ended is not None else _group_time(g, "push_time_seconds")
+        if last is not None and now - last > keep_seconds:
+            stale.append(labels["run_id"])
+    return stale
+
+
+def prune(gateway: str, keep_seconds: float | None = None, timeout: float = 5.0) -> list[str]:
+    """Delete the groups ``stale_groups`` names, so finished runs do not stay in the
+    Pushgateway (and in every alert) forever. Best effort: returns the run ids deleted."""
+    import json
+    import urllib.request
+
+    from prometheus_client import delete_from_gateway
+
+    if keep_seconds is None:
+        keep_seconds = float(os.environ.get(KEEP_ENV, "").strip() or DEFAULT_KEEP_SECONDS)
+    url = gateway if "://" in gateway else f"http://{gateway}"
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/api/v1/metrics", timeout=timeout) as resp:
+            groups = json.loads(resp.read())["data"]
+        stale = stale_groups(groups, keep_seconds, time.time())
+        for run_id in stale:
+            delete_from_gateway(gateway, job=PUSH_JOB, grouping_key={"run_id": run_id}, timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - cleaning up is best effort; the run must not fail
+        log.warning("could not prune old groups from the Pushgateway %s: %s", gateway, exc)
+        return []
+    if stale:
+        log.info("deleted %d finished run(s) from the Pushgateway: %s", len(stale), ", ".join(stale))
+    return stale
+
+
 def textfile_path(directory: Path, run_id: str) -> Path:
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
     return directory / f"alpaca_{safe}.prom"
@@ -169,11 +229,18 @@ def write_textfile(record: dict[str, Any], directory: Path) -> Path | None:
     return path
 
 
+def sinks_configured() -> bool:
+    """Whether the environment names any metrics sink (the live pushes are skipped otherwise)."""
+    return any(os.environ.get(name, "").strip() for name in (PUSHGATEWAY_ENV, TEXTFILE_DIR_ENV))
+
+
 def publish(record: dict[str, Any]) -> None:
     """Send the record to every metrics sink the environment configures (none by default)."""
     gateway = os.environ.get(PUSHGATEWAY_ENV, "").strip()
     if gateway:
         push(record, gateway)
+        if record.get("status") != "running":
+            prune(gateway)  # runs that ended long ago leave the Pushgateway as this one ends
     textfile_dir = os.environ.get(TEXTFILE_DIR_ENV, "").strip()
     if textfile_dir:
         write_textfile(record, Path(textfile_dir))

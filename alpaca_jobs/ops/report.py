@@ -26,6 +26,7 @@ import click
 class Totals:
     runs: int = 0
     gpu_hours: float = 0.0
+    cpu_hours: float = 0.0
     cost_usd: float = 0.0
     api_cost_usd: float = 0.0
 
@@ -36,6 +37,7 @@ class Totals:
     def add(self, row: dict[str, Any]) -> None:
         self.runs += 1
         self.gpu_hours += row["gpu_hours"]
+        self.cpu_hours += row["cpu_hours"]
         self.cost_usd += row["cost_usd"]
         self.api_cost_usd += row["api_cost_usd"]
 
@@ -71,6 +73,7 @@ def run_row(rec: dict[str, Any]) -> dict[str, Any]:
         "run_id": rec["run_id"], "stage": rec["job"], "cluster": rec["backend"],
         "gpu_type": rec.get("gpu_type") or "-", "status": rec.get("status", "?"),
         "started_at": rec.get("started_at", ""), "gpu_hours": float(rec.get("gpu_hours") or 0.0),
+        "cpu_hours": float(rec.get("cpu_hours") or 0.0),
         "cost_usd": cost, "api_cost_usd": api, "total_usd": cost + api, "target_usd": target,
         "target_met": None if target is None else cost <= target,
     }
@@ -138,52 +141,155 @@ def format_table(s: Summary) -> str:
     return "\n".join(parts)
 
 
-def render_png(s: Summary) -> bytes:
-    """Three panels: GPU-hours by stage (stacked by cluster), cost by stage (compute vs API),
-    and each training run's compute cost against its target."""
-    import io
-
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), dpi=100)
-    stages = list(s.by_stage) or ["-"]
-    ax = axes[0]
+    return plt
+
+
+def _png(fig) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    _pyplot().close(fig)
+    return buf.getvalue()
+
+
+def _nothing_to_draw(ax, what: str) -> None:
+    """All figures zero: say so instead of drawing zero-height bars on a -0.04..0.04 axis."""
+    ax.text(0.5, 0.5, f"{what}: all zero", ha="center", va="center", transform=ax.transAxes)
+    ax.set_axis_off()
+
+
+def usage_measure(s: Summary) -> tuple[str, str]:
+    """Which usage figure the charts show: GPU-hours when any run held GPUs, else CPU-hours
+    (CPU runs: the one non-zero figure). (row key, axis label)."""
+    if any(r["gpu_hours"] > 0 for r in s.runs) or not any(r["cpu_hours"] > 0 for r in s.runs):
+        return "gpu_hours", "GPU-hours"
+    return "cpu_hours", "CPU-hours (no GPU runs)"
+
+
+def _usage_panel(ax, s: Summary, stages: list[str]) -> None:
+    key, label = usage_measure(s)
     bottom = [0.0] * len(stages)
     for cluster in sorted({r["cluster"] for r in s.runs}):
-        vals = [sum(r["gpu_hours"] for r in s.runs if r["stage"] == st and r["cluster"] == cluster)
+        vals = [sum(r[key] for r in s.runs if r["stage"] == st and r["cluster"] == cluster)
                 for st in stages]
         ax.bar(stages, vals, bottom=bottom, label=cluster)
         bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
-    ax.set_title("GPU-hours by stage")
-    ax.set_ylabel("GPU-hours")
-    if s.runs:
-        ax.legend(title="cluster")
-    ax = axes[1]
+    if not any(bottom):
+        _nothing_to_draw(ax, label)
+        return
+    ax.set_title(f"{label.split(' (')[0]} by stage")
+    ax.set_ylabel(label)
+    ax.set_ylim(0, max(bottom) * 1.1)
+    ax.legend(title="cluster")
+
+
+def _cost_panel(ax, s: Summary, stages: list[str]) -> None:
     compute = [s.by_stage[st].cost_usd if st in s.by_stage else 0.0 for st in stages]
     api = [s.by_stage[st].api_cost_usd if st in s.by_stage else 0.0 for st in stages]
+    ax.set_title("Cost by stage (USD)")
+    if not any(compute) and not any(api):
+        _nothing_to_draw(ax, "cost (USD)")
+        return
     ax.bar(stages, compute, label="compute")
     ax.bar(stages, api, bottom=compute, label="API")
-    ax.set_title("Cost by stage (USD)")
     ax.set_ylabel("USD")
+    ax.set_ylim(0, max(c + a for c, a in zip(compute, api, strict=True)) * 1.1)
     ax.legend()
-    ax = axes[2]
+
+
+def _target_panel(ax, s: Summary) -> None:
     train = s.training
-    names = [r["run_id"] for r in train]
+    ax.set_title("Training runs: compute cost vs target (dashed)")
+    if not train:
+        _nothing_to_draw(ax, "training runs")
+        return
     colors = ["tab:green" if r["target_met"] else "tab:red" for r in train]
     ax.bar(range(len(train)), [r["cost_usd"] for r in train], color=colors)
     for i, r in enumerate(train):
         ax.hlines(r["target_usd"], i - 0.4, i + 0.4, colors="black", linestyles="dashed")
-    ax.set_xticks(range(len(train)), names, rotation=30, ha="right", fontsize=8)
-    ax.set_title("Training runs: compute cost vs target (dashed)")
+    ax.set_xticks(range(len(train)), [r["run_id"] for r in train], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("USD")
+    ax.set_ylim(0, max(max(r["cost_usd"], r["target_usd"]) for r in train) * 1.1)
+
+
+def report_figure(s: Summary):
+    """Three panels: usage by stage (GPU-hours, or CPU-hours when no run held a GPU; stacked
+    by cluster), cost by stage (compute vs API), each training run's compute cost against its
+    target. A panel whose figures are all zero says so rather than drawing a degenerate axis."""
+    fig, axes = _pyplot().subplots(1, 3, figsize=(15, 4.5), dpi=100)
+    stages = list(s.by_stage) or ["-"]
+    _usage_panel(axes[0], s, stages)
+    _cost_panel(axes[1], s, stages)
+    _target_panel(axes[2], s)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return fig
+
+
+def render_png(s: Summary) -> bytes:
+    return _png(report_figure(s))
+
+
+def render_loss_png(rows: list[dict[str, Any]], title: str = "") -> bytes:
+    """A training run's loss curve (``metrics.jsonl`` rows: step, loss), 800x400."""
+    fig, ax = _pyplot().subplots(figsize=(8, 4), dpi=100)
+    steps = [r["step"] for r in rows]
+    losses = [r["loss"] for r in rows]
+    ax.plot(steps, losses, color="tab:blue", linewidth=2, marker="o" if len(rows) < 30 else None)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (mean per target token)")
+    ax.set_title(title or "training loss")
+    if len(steps) == 1:
+        ax.set_xlim(steps[0] - 1, steps[0] + 1)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def render_run_summary(rec: dict[str, Any], loss_png: bytes | None) -> str:
+    """``summary.html`` of one run: its record's figures, and the loss curve inline."""
+    import re
+
+    from alpaca_jobs.ops.present import format_report
+
+    rows = [[*re.split(r"\s{2,}", line.strip(), maxsplit=1), ""][:2] for line in format_report(rec).splitlines()]
+    table = _html_table(["", ""], rows)
+    img = "" if loss_png is None else (
+        '<h2>Loss</h2><img alt="training loss by step" '
+        f'src="data:image/png;base64,{base64.b64encode(loss_png).decode()}">')
+    title = html.escape(f"{rec['run_id']}: {rec['job']} run, {rec['status']}")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin-bottom:1.5em}}
+td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}img{{max-width:100%}}</style></head><body>
+<h1>{title}</h1>{table}{img}
+</body></html>
+"""
+
+
+def write_run_summary(rec: dict[str, Any], run_dir: Path) -> list[Path]:
+    """``loss.png`` (runs that logged losses) and ``summary.html`` in the run directory."""
+    from alpaca_jobs.common.files import atomic_write
+
+    metrics = run_dir / "metrics.jsonl"
+    rows = []
+    if metrics.is_file():
+        rows = [r for r in (json.loads(x) for x in metrics.read_text().splitlines() if x.strip())
+                if isinstance(r.get("loss"), int | float)]
+    written, png = [], None
+    if rows:
+        png = render_loss_png(rows, f"{rec['run_id']}: training loss ({len(rows)} steps)")
+        (run_dir / "loss.png").write_bytes(png)
+        written.append(run_dir / "loss.png")
+    atomic_write(run_dir / "summary.html", render_run_summary(rec, png))
+    written.append(run_dir / "summary.html")
+    return written
 
 
 def _html_table(headers: list[str], rows: list[list[str]]) -> str:

@@ -1,4 +1,5 @@
-"""Where finished run records go: ``run.json`` first, then the ledger and the metrics sinks.
+"""Where finished run records go: ``run.json`` first, then the ledger and the metrics sinks,
+then ``summary.html`` (and ``loss.png`` for a run that trained) beside them.
 
 The job runtime calls ``publish_record`` at the end of every run of every kind on every
 backend. Each sink is best effort: one that fails logs why and leaves the others to run.
@@ -44,4 +45,10 @@ def publish_record(rec: RunRecord, run_dir: Path) -> dict[str, Any]:
         publish(out, run_dir)
     except Exception:  # noqa: BLE001 - the record on disk is what counts
         log.exception("could not publish the run record to the ledger/metrics")
+    try:
+        from alpaca_jobs.ops.report import write_run_summary
+
+        write_run_summary(out, run_dir)  # summary.html, and loss.png for runs that trained
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not write the run summary of %s: %s", rec.run_id, exc)
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -73,6 +74,7 @@ class UsageMeter:
         self.rank = int(os.environ.get("RANK", "0")) if rank is None else rank
         self.attempt = attempt_id()
         self._last = 0.0
+        self._lock = threading.Lock()  # the live-metrics thread ticks too (one temp file name)
 
     def start(self) -> None:
         """Write the first figures now: from here on a crash still bills this attempt."""
@@ -83,8 +85,9 @@ class UsageMeter:
         now = time.time()
         if not force and now - self._last < 2.0:
             return
-        self._last = now
-        row = {"attempt": self.attempt, "rank": self.rank, "started": self.t0,
-               "wall_seconds": now - self.t0, "cpu_seconds": _cpu_seconds() - self.cpu0}
-        self.dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.dir / f"{self.attempt}-rank{self.rank}.json", json.dumps(row))
+        with self._lock:
+            self._last = now
+            row = {"attempt": self.attempt, "rank": self.rank, "started": self.t0,
+                   "wall_seconds": now - self.t0, "cpu_seconds": _cpu_seconds() - self.cpu0}
+            self.dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.dir / f"{self.attempt}-rank{self.rank}.json", json.dumps(row))

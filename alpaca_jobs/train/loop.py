@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from alpaca_jobs.train import checkpoint
 from alpaca_jobs.train.batches import Feeder, Row
 from alpaca_jobs.train.fsdp import Dist
 from alpaca_jobs.train.plan import PAD_MULTIPLE, StepPlan, padded_length
+from alpaca_jobs.train.progress import Progress, cost_so_far
 
 log = logging.getLogger(__name__)
 AGREE_EVERY = 5  # steps between the (host-syncing) stop/checkpoint agreements
@@ -184,8 +186,9 @@ class _Trainer:
     """The step loop's moving parts, so each piece reads on its own."""
 
     def __init__(self, loaded: LoadedSpec, run_dir: Path, d: Dist, root, optimizer, scheduler,
-                 plan: StepPlan, feeder: Feeder, targets: list[int], impl: str) -> None:
-        self.cfg, self.run_dir, self.d = loaded.spec.train, run_dir, d
+                 plan: StepPlan, feeder: Feeder, targets: list[int], impl: str,
+                 progress: Progress) -> None:
+        self.cfg, self.run_dir, self.d, self.progress = loaded.spec.train, run_dir, d, progress
         self.root, self.optimizer, self.scheduler = root, optimizer, scheduler
         self.plan, self.feeder, self.targets, self.impl = plan, feeder, targets, impl
         self.metrics = run_dir / "metrics.jsonl"
@@ -251,8 +254,7 @@ class _Trainer:
                    **{k: p.host[k] for k in ("tokens", "real_tokens", "targets", "seq_sq_sum", "micro_steps")},
                    "step_seconds": round(seconds, 6)}
             _append_metrics(self.metrics, row)
-            log.info("step %d/%d loss %.4f grad_norm %.3f %.0f tok/s", p.step, self.plan.total_steps,
-                     loss, norm, p.host["tokens"] / max(seconds, 1e-9))
+            self.progress.step(p.step, loss, seconds, p.host["tokens"])
 
     def checkpoint(self, state: LoopState, wait: bool) -> None:
         self.finish_pending(state)  # the metrics log must reach the checkpointed step
@@ -301,7 +303,7 @@ def _consolidate(root, tok, d: Dist, out: Path, prompt: dict[str, str], max_leng
     return out
 
 
-def _prepare(loaded: LoadedSpec, base: Path, d: Dist):
+def _prepare(loaded: LoadedSpec, base: Path, d: Dist, progress: Progress):
     """Tokenizer, the sharded model with its base weights, and the tokenized data."""
     from transformers import AutoTokenizer
 
@@ -311,6 +313,7 @@ def _prepare(loaded: LoadedSpec, base: Path, d: Dist):
     from alpaca_jobs.train.loading import load_sharded
 
     cfg, layout = loaded.spec.train, loaded.layout
+    progress.phase(f"loading the tokenizer and the model from {base}")
     tok = AutoTokenizer.from_pretrained(base)
     compiled = compile_enabled(layout, d.device)
     impl = attention.choose(layout.attention, d.device, compiled)
@@ -328,6 +331,8 @@ def _prepare(loaded: LoadedSpec, base: Path, d: Dist):
               layout, d, compiled)
 
     root, num_params, matmul_params = load_sharded(base, tok, d, shard_fn)
+    progress.phase(f"model ready: {num_params:,} parameters sharded over {d.world} process(es) "
+                   f"({impl} attention{', compiled' if compiled else ''}); tokenizing {cfg.data}")
     preambles = (cfg.prompt.preamble_with_input, cfg.prompt.preamble_no_input)
     examples, stats = build_examples(cfg.data, tok, cfg.max_length, preambles)
     details = {"attention": impl, "compiled": compiled, "flop_params": matmul_params}
@@ -340,30 +345,42 @@ def run(loaded: LoadedSpec, run_dir: Path, stop: StopFlag, meter: UsageMeter) ->
     from alpaca_jobs.train.models import resolve_base_model
 
     cfg = loaded.spec.train
+    progress = Progress(run_dir, enabled=int(os.environ.get("RANK", "0")) == 0,
+                        every_seconds=cfg.progress_every_seconds, cost=cost_so_far(loaded, run_dir))
+    progress.phase(f"preparing the base model {cfg.base_model}"
+                   + (" (building the preset once; later runs reuse it)" if cfg.base_model.startswith("preset:") else ""))
     # Presets are built (once, under a file lock) before torch.distributed starts: with a
     # process group up, transformers' save_pretrained leaves config.json to rank 0 alone.
     base = resolve_base_model(cfg.base_model, cfg.data)
+    progress.phase("joining the process group")
     d = init_distributed()
     torch.manual_seed(cfg.seed)
-    tok, root, num_params, examples, stats, details = _prepare(loaded, base, d)
+    tok, root, num_params, examples, stats, details = _prepare(loaded, base, d, progress)
     _record_sharding(root, d, run_dir)
     plan = StepPlan([len(e.input_ids) for e in examples], cfg.global_batch_size, d.world,
                     cfg.tokens_per_micro_step, cfg.epochs, cfg.seed, cfg.max_steps)
     optimizer = _optimizer(root, loaded, d.device)
     scheduler = _scheduler(optimizer, loaded, plan.total_steps)
+    progress.phase(f"{len(examples)} examples, {plan.total_steps} steps; looking for a checkpoint")
     state = _restore(root, optimizer, scheduler, run_dir, run_dir / "metrics.jsonl", d)
     # Padding buys stable shapes for the compiler; without it, it is only wasted work.
     feeder = Feeder(plan, examples, d.rank, tok.pad_token_id, PAD_MULTIPLE if details["compiled"] else 1)
     root.train()
     trainer = _Trainer(loaded, run_dir, d, root, optimizer, scheduler, plan, feeder,
-                       [e.num_targets for e in examples], details["attention"])
+                       [e.num_targets for e in examples], details["attention"], progress)
+    progress.phase(f"training from step {state.step} of {plan.total_steps}"
+                   + (" (the first steps compile the model)" if details["compiled"] else ""))
+    progress.start(state.step, plan.total_steps)
     try:
         status = trainer.run(state, stop, meter)
     finally:
         feeder.close()
+        progress.close(phase="training ended")
     model_dir = None
     if status == "completed":
+        progress.phase("saving the consolidated model")
         model_dir = _consolidate(root, tok, d, run_dir / "model", cfg.prompt.model_dump(), cfg.max_length)
+    progress.phase(f"training {status} at step {state.step}/{plan.total_steps}")
     config = root.lm.config
     details["micro_steps_per_step"] = plan.micro_steps(0)
     return TrainResult(status, state, plan.total_steps, model_dir, stats.as_dict(), str(d.device),
