@@ -52,7 +52,7 @@ def test_logs_by_rank_all_ranks_and_a_rank_that_does_not_exist(runs):
     assert "local_rank=0(2)" not in rank1.stdout
     both = cli("logs", "good", "--runs-dir", str(runs), "--rank", "all").stdout.splitlines()
     assert any(ln.startswith("[rank 1] ") and "local_rank=1(2)" in ln for ln in both)
-    assert any(ln.startswith("[rank 0] ") and "alpaca_jobs.train.loop: step 3/3" in ln for ln in both)
+    assert any(ln.startswith("[rank 0] ") and "step 3/3 loss" in ln for ln in both)
     missing = cli("logs", "good", "--runs-dir", str(runs), "--rank", "5")
     assert missing.returncode != 0 and "has 2 worker process(es): --rank 0-1" in missing.stderr
 
@@ -89,9 +89,11 @@ def test_logs_follow_in_a_terminal_until_the_run_ends(runs):
     assert _train(runs, "followed", "train.max_steps=6", wait=False).returncode == 0
     rc, screen = _pty_run(["logs", "followed", "--runs-dir", str(runs), "-f"])
     assert rc == 0, screen
-    steps = [ln for ln in screen.splitlines() if "alpaca_jobs.train.loop: step " in ln]
-    assert [s.split("step ")[1].split("/")[0] for s in steps] == ["1", "2", "3", "4", "5", "6"]
+    lines = screen.splitlines()
+    steps = [ln for ln in lines if "alpaca_jobs.train.progress: step " in ln]
+    assert steps and steps[0].split("step ")[1].startswith("1/6") and steps[-1].split("step ")[1].startswith("6/6")
     assert all(ln.lstrip().startswith("20") for ln in steps)  # whole lines: nothing spliced in
+    assert any("training completed at step 6/6" in ln for ln in lines)  # followed to the end
     again = cli("cancel", "followed", "--runs-dir", str(runs))
     assert "already ended (COMPLETED)" in again.stdout
 
