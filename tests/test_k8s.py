@@ -77,17 +77,46 @@ def test_training_job_runs_to_completion_with_status_and_logs(ns, tmp_path):
     assert json.loads(cm)["metadata"]["ownerReferences"][0]["name"] == "k8s-train"
 
 
-def test_cancel_deletes_the_job_after_workers_checkpoint(ns, tmp_path):
+def _kubectl_json(ns: str, *what: str) -> dict:
+    got = subprocess.run(["kubectl", "-n", ns, "get", *what, "-o", "json"], capture_output=True, text=True, check=True)
+    return json.loads(got.stdout)
+
+
+def test_cancel_suspends_keeping_status_and_logs_then_submit_resumes(ns, tmp_path):
     assert _submit(tmp_path, ns, "k8s-cancel").returncode == 0
     end = time.time() + 240
     while len(metrics(tmp_path / "k8s-cancel")) < 3 and time.time() < end:
         time.sleep(0.5)
     assert len(metrics(tmp_path / "k8s-cancel")) >= 3
-    assert cli("cancel", "k8s-cancel", "--runs-dir", str(tmp_path)).returncode == 0
-    _wait("k8s-cancel", tmp_path, {"DELETED"}, timeout=120)
+    t0 = time.monotonic()
+    proc = cli("cancel", "k8s-cancel", "--runs-dir", str(tmp_path))
+    print(f"cancel took {time.monotonic() - t0:.1f} s")
+    assert proc.returncode == 0, proc.stderr
+    # The test server is 1.20, older than Job suspend: the pause is parallelism 0.
+    assert "suspended (parallelism 0" in proc.stdout and "status and logs kept" in proc.stdout, proc.stdout
+    assert "k8s-cancel: CANCELLED" in _wait("k8s-cancel", tmp_path, {"CANCELLED"}, timeout=10)
+    job = _kubectl_json(ns, "job", "k8s-cancel")  # the Job and its status stay
+    assert job["spec"]["parallelism"] == 0 and job["metadata"]["annotations"]["alpaca-jobs/parallelism"] == "1"
     assert (tmp_path / "k8s-cancel" / "checkpoints" / "latest").is_file()  # SIGTERM -> checkpoint
     rec = json.loads((tmp_path / "k8s-cancel" / "run.json").read_text())
     assert rec["status"] == "interrupted"
+    kept = list((tmp_path / "k8s-cancel" / "logs").glob("k8s-cancel-*.log"))
+    assert len(kept) == 1 and "step 3/" in kept[0].read_text()
+    running = [p for p in _kubectl_json(ns, "pods", "-l", "alpaca-jobs/run-id=k8s-cancel")["items"]
+               if p["status"].get("phase") == "Running"]
+    assert running == []
+    assert "step 3/" in cli("logs", "k8s-cancel", "--runs-dir", str(tmp_path)).stdout  # pod stopped: the kept copy
+    # The same run id resumes it: parallelism back to 1, the next pod picks up the checkpoint.
+    proc = _submit(tmp_path, ns, "k8s-cancel", "train.max_steps=6")
+    assert proc.returncode == 0, proc.stderr
+    assert _kubectl_json(ns, "job", "k8s-cancel")["spec"]["parallelism"] == 1
+    out = _wait("k8s-cancel", tmp_path, {"COMPLETED", "FAILED"})
+    assert "k8s-cancel: COMPLETED" in out, out + cli("logs", "k8s-cancel", "--runs-dir", str(tmp_path)).stdout
+    again = cli("cancel", "k8s-cancel", "--runs-dir", str(tmp_path))
+    assert again.returncode == 0 and "already finished (COMPLETED)" in again.stdout, again.stdout
+    subprocess.run(["kubectl", "-n", ns, "delete", "job", "k8s-cancel", "--wait=true"], check=True, capture_output=True)
+    gone = cli("cancel", "k8s-cancel", "--runs-dir", str(tmp_path))
+    assert gone.returncode == 0 and "gone (job " in gone.stdout, gone.stdout
 
 
 def test_server_validation_error_is_surfaced(ns, tmp_path):

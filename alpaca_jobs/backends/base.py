@@ -114,7 +114,8 @@ class Backend(ABC):
         return "".join(parts)
 
     @abstractmethod
-    def cancel(self, handle: JobHandle) -> None: ...
+    def cancel(self, handle: JobHandle) -> str | None:
+        """Stop the run; may return a line saying what was done (the CLI prints it)."""
 
     def preflight(self, loaded: LoadedSpec) -> None:
         """Checks that can fail before anything is submitted: the inputs, then (backends add

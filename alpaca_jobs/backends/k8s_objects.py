@@ -21,6 +21,7 @@ from alpaca_jobs.spec import JobSpec, LoadedSpec
 PAYLOAD_DIR = "/etc/alpaca-jobs"
 PART_OF = "alpaca-jobs"
 EXIT_USER_ERROR = 2  # the worker's exit code for bad input: retrying cannot help
+SHUTDOWN_MARGIN_S = 10  # torchrun SIGKILLs its workers this long before the kubelet would
 
 
 def labels(spec: JobSpec, run_id: str) -> dict[str, str]:
@@ -40,8 +41,33 @@ def worker_command(spec: JobSpec) -> list[str]:
     run = ["-m", "alpaca_jobs.runtime", "--payload", f"{PAYLOAD_DIR}/payload.json"]
     if not kinds.get(spec.job).per_gpu:
         return ["python", *run]
+    # torchrun's own SIGTERM -> SIGKILL wait (--shutdown-timeout, default 30 s) must not cut a
+    # checkpoint short before the pod's grace period does: derive it from grace_seconds.
+    shutdown = max(1, spec.k8s.grace_seconds - SHUTDOWN_MARGIN_S)
     return ["python", "-m", "torch.distributed.run", "--standalone",
-            f"--nproc-per-node={spec.resources.procs_per_node}", *run]
+            f"--nproc-per-node={spec.resources.procs_per_node}", f"--shutdown-timeout={shutdown}", *run]
+
+
+def pinned_image(image: str) -> str:
+    """Never ``:latest`` in a manifest: with imagePullPolicy IfNotPresent each node keeps
+    whichever ``latest`` it pulled first. An untagged or ``latest`` image gets the package's
+    version (what `make images IMAGE=<repo>:<version>` tags); any other tag is kept."""
+    from alpaca_jobs import __version__
+
+    repo, sep, tag = image.rpartition(":")
+    if not sep or "/" in tag:
+        return f"{image}:{__version__}"
+    return f"{repo}:{__version__}" if tag == "latest" else image
+
+
+def pin(loaded: LoadedSpec) -> LoadedSpec:
+    """The spec with its image pinned (the payload then names the image the pod runs)."""
+    import dataclasses
+
+    if not loaded.spec.image:
+        return loaded
+    spec = loaded.spec.model_copy(update={"image": pinned_image(loaded.spec.image)})
+    return dataclasses.replace(loaded, spec=spec)
 
 
 def _resources(spec: JobSpec) -> k.V1ResourceRequirements:
@@ -129,7 +155,8 @@ def _pod(loaded: LoadedSpec, run_id: str, image: str, restart: str) -> k.V1PodSp
     )
 
 
-def job(loaded: LoadedSpec, run_id: str, image: str) -> k.V1Job:
+def job(loaded: LoadedSpec, run_id: str, image: str, generate_name: bool = False) -> k.V1Job:
+    """generate_name: the checked-in manifests' Job is ``<name>-<random>``, one per `kubectl create`."""
     spec = loaded.spec
     failure_policy = k.V1PodFailurePolicy(rules=[
         # Preemption, eviction, node drain: not the job's fault, do not count it.
@@ -139,12 +166,14 @@ def job(loaded: LoadedSpec, run_id: str, image: str) -> k.V1Job:
         k.V1PodFailurePolicyRule(action="FailJob", on_exit_codes=k.V1PodFailurePolicyOnExitCodesRequirement(
             container_name=spec.job, operator="In", values=[EXIT_USER_ERROR])),
     ])
+    meta = (k.V1ObjectMeta(generate_name=f"{run_id}-", labels=labels(spec, run_id)) if generate_name
+            else k.V1ObjectMeta(name=run_id, labels=labels(spec, run_id)))
     return k.V1Job(
-        api_version="batch/v1", kind="Job",
-        metadata=k.V1ObjectMeta(name=run_id, labels=labels(spec, run_id)),
+        api_version="batch/v1", kind="Job", metadata=meta,
         spec=k.V1JobSpec(
             backoff_limit=spec.k8s.backoff_limit,
             active_deadline_seconds=translate("k8s", spec)["active_deadline_seconds"],
+            ttl_seconds_after_finished=spec.k8s.ttl_seconds_after_finished,
             pod_failure_policy=failure_policy,
             template=k.V1PodTemplateSpec(metadata=k.V1ObjectMeta(labels=labels(spec, run_id)),
                                          spec=_pod(loaded, run_id, image, "Never")),
@@ -176,11 +205,11 @@ def service(loaded: LoadedSpec, run_id: str) -> k.V1Service:
     )
 
 
-def workload(loaded: LoadedSpec, run_id: str, image: str) -> list:
+def workload(loaded: LoadedSpec, run_id: str, image: str, generate_name: bool = False) -> list:
     """The objects of one run, the owner first: [Job] or [Deployment, Service]."""
     if kinds.get(loaded.spec.job).long_running:
         return [deployment(loaded, run_id, image), service(loaded, run_id)]
-    return [job(loaded, run_id, image)]
+    return [job(loaded, run_id, image, generate_name)]
 
 
 def to_dicts(objs: list[Any]) -> list[dict[str, Any]]:
@@ -203,9 +232,12 @@ def to_yaml(objs: list[Any]) -> str:
 
 
 def manifests(loaded: LoadedSpec, spec_arg: str) -> str:
-    """Checked-in manifests for `kubectl apply -k`: the run id is the spec's name, no namespace
-    (kustomize or kubectl sets it)."""
+    """Checked-in manifests for `kubectl create -k` (a Job) or `kubectl apply -k` (a server):
+    the run id is the spec's name, a Job's name is generated per run, no namespace (kustomize
+    or kubectl sets it), the image pinned (never ``:latest``)."""
+    loaded = pin(loaded)
     run_id = loaded.spec.name
     run_dir = f"{loaded.spec.runs_dir}/{run_id}"
     head = f"# Generated from {spec_arg} by `make render`; edit the spec, not this file.\n"
-    return head + to_yaml([config_map(loaded, run_id, run_dir), *workload(loaded, run_id, loaded.spec.image)])
+    objs = [config_map(loaded, run_id, run_dir), *workload(loaded, run_id, loaded.spec.image, generate_name=True)]
+    return head + to_yaml(objs)

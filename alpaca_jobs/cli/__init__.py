@@ -208,8 +208,8 @@ def logs(run: str, runs_dir: str | None, rank: int) -> None:
 def cancel(run: str, runs_dir: str | None) -> None:
     """Stop RUN: workers checkpoint first; `submit --run-id RUN` resumes it."""
     backend, handle = _find_run(run, runs_dir)
-    backend.cancel(handle)
-    click.echo(f"cancel sent to {handle.run_id} ({handle.backend} job {handle.job_id})")
+    said = backend.cancel(handle)
+    click.echo(said or f"cancel sent to {handle.run_id} ({handle.backend} job {handle.job_id})")
 
 
 @main.command()
