@@ -133,9 +133,10 @@ class K8sBackend(Backend):
                 try:
                     create(ns, obj)
                 except ApiException as exc:
-                    if exc.status != 409 or obj["kind"] != "ConfigMap":  # a resumed run's ConfigMap may exist
+                    if exc.status != 409:  # a resumed run's ConfigMap (new payload) and Service exist
                         raise
-                    core.replace_namespaced_config_map(obj["metadata"]["name"], ns, obj)
+                    if obj["kind"] == "ConfigMap":
+                        core.replace_namespaced_config_map(obj["metadata"]["name"], ns, obj)
         except ApiException as exc:
             self._delete(ns, owner_obj["kind"], created.metadata.name, "Background")
             raise _server_error(exc) from None

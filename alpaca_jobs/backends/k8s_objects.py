@@ -20,6 +20,7 @@ from alpaca_jobs.spec import JobSpec, LoadedSpec
 
 PAYLOAD_DIR = "/etc/alpaca-jobs"
 PART_OF = "alpaca-jobs"
+PAYLOAD_ANNOTATION = "alpaca-jobs/payload.json"  # a checked-in Job carries its payload itself
 EXIT_USER_ERROR = 2  # the worker's exit code for bad input: retrying cannot help
 SHUTDOWN_MARGIN_S = 10  # torchrun SIGKILLs its workers this long before the kubelet would
 
@@ -89,9 +90,18 @@ def _env(spec: JobSpec) -> list[k.V1EnvVar]:
     return env
 
 
-def _volumes(spec: JobSpec, config_map: str) -> tuple[list[k.V1Volume], list[k.V1VolumeMount]]:
+def _payload_volume(config_map: str | None) -> k.V1Volume:
+    """The run's ConfigMap, or (config_map None) the pod's own annotation through the
+    Downward API: a Job made by generateName cannot name a ConfigMap of its own."""
+    if config_map:
+        return k.V1Volume(name="payload", config_map=k.V1ConfigMapVolumeSource(name=config_map))
+    return k.V1Volume(name="payload", downward_api=k.V1DownwardAPIVolumeSource(items=[k.V1DownwardAPIVolumeFile(
+        path="payload.json", field_ref=k.V1ObjectFieldSelector(field_path=f"metadata.annotations['{PAYLOAD_ANNOTATION}']"))]))
+
+
+def _volumes(spec: JobSpec, config_map: str | None) -> tuple[list[k.V1Volume], list[k.V1VolumeMount]]:
     vols = [
-        k.V1Volume(name="payload", config_map=k.V1ConfigMapVolumeSource(name=config_map)),
+        _payload_volume(config_map),
         k.V1Volume(name="dshm", empty_dir=k.V1EmptyDirVolumeSource(
             medium="Memory", size_limit=k8s_memory(spec.k8s.shm_gb))),
     ]
@@ -114,18 +124,21 @@ def _placement(spec: JobSpec) -> dict[str, Any]:
     }
 
 
+def payload_json(loaded: LoadedSpec, run_id: str, run_dir: str) -> str:
+    return json.dumps(Payload.build(loaded, run_id, "k8s", run_dir).to_dict(), indent=1, sort_keys=True)
+
+
 def config_map(loaded: LoadedSpec, run_id: str, run_dir: str) -> k.V1ConfigMap:
-    payload = Payload.build(loaded, run_id, "k8s", run_dir).to_dict()
     return k.V1ConfigMap(
         api_version="v1", kind="ConfigMap",
         metadata=k.V1ObjectMeta(name=f"{run_id}-spec", labels=labels(loaded.spec, run_id)),
-        data={"payload.json": json.dumps(payload, indent=1, sort_keys=True)},
+        data={"payload.json": payload_json(loaded, run_id, run_dir)},
     )
 
 
-def _pod(loaded: LoadedSpec, run_id: str, image: str, restart: str) -> k.V1PodSpec:
+def _pod(loaded: LoadedSpec, run_id: str, image: str, restart: str, own_payload: bool = False) -> k.V1PodSpec:
     spec = loaded.spec
-    vols, mounts = _volumes(spec, f"{run_id}-spec")
+    vols, mounts = _volumes(spec, None if own_payload else f"{run_id}-spec")
     container = k.V1Container(
         name=spec.job, image=image, image_pull_policy=spec.k8s.image_pull_policy,
         command=worker_command(spec), env=_env(spec), resources=_resources(spec), volume_mounts=mounts,
@@ -156,7 +169,8 @@ def _pod(loaded: LoadedSpec, run_id: str, image: str, restart: str) -> k.V1PodSp
 
 
 def job(loaded: LoadedSpec, run_id: str, image: str, generate_name: bool = False) -> k.V1Job:
-    """generate_name: the checked-in manifests' Job is ``<name>-<random>``, one per `kubectl create`."""
+    """generate_name: the checked-in manifests' Job, ``<name>-<random>`` per `kubectl create`,
+    self-contained (its payload in its pod template's annotation, no ConfigMap to collide)."""
     spec = loaded.spec
     failure_policy = k.V1PodFailurePolicy(rules=[
         # Preemption, eviction, node drain: not the job's fault, do not count it.
@@ -168,6 +182,9 @@ def job(loaded: LoadedSpec, run_id: str, image: str, generate_name: bool = False
     ])
     meta = (k.V1ObjectMeta(generate_name=f"{run_id}-", labels=labels(spec, run_id)) if generate_name
             else k.V1ObjectMeta(name=run_id, labels=labels(spec, run_id)))
+    pod_meta = k.V1ObjectMeta(labels=labels(spec, run_id))
+    if generate_name:
+        pod_meta.annotations = {PAYLOAD_ANNOTATION: payload_json(loaded, run_id, f"{spec.runs_dir}/{run_id}")}
     return k.V1Job(
         api_version="batch/v1", kind="Job", metadata=meta,
         spec=k.V1JobSpec(
@@ -175,8 +192,8 @@ def job(loaded: LoadedSpec, run_id: str, image: str, generate_name: bool = False
             active_deadline_seconds=translate("k8s", spec)["active_deadline_seconds"],
             ttl_seconds_after_finished=spec.k8s.ttl_seconds_after_finished,
             pod_failure_policy=failure_policy,
-            template=k.V1PodTemplateSpec(metadata=k.V1ObjectMeta(labels=labels(spec, run_id)),
-                                         spec=_pod(loaded, run_id, image, "Never")),
+            template=k.V1PodTemplateSpec(metadata=pod_meta,
+                                         spec=_pod(loaded, run_id, image, "Never", own_payload=generate_name)),
         ),
     )
 
@@ -232,12 +249,16 @@ def to_yaml(objs: list[Any]) -> str:
 
 
 def manifests(loaded: LoadedSpec, spec_arg: str) -> str:
-    """Checked-in manifests for `kubectl create -k` (a Job) or `kubectl apply -k` (a server):
-    the run id is the spec's name, a Job's name is generated per run, no namespace (kustomize
-    or kubectl sets it), the image pinned (never ``:latest``)."""
+    """Checked-in manifests: the run id is the spec's name, no namespace, the image pinned
+    (never ``:latest``). A Job is one self-contained object with generateName, for
+    `kubectl create -n NS -f` (kustomize cannot carry generateName: kubernetes-sigs/kustomize
+    #641); a server is ConfigMap + Deployment + Service for `kubectl apply -k`."""
     loaded = pin(loaded)
     run_id = loaded.spec.name
     run_dir = f"{loaded.spec.runs_dir}/{run_id}"
     head = f"# Generated from {spec_arg} by `make render`; edit the spec, not this file.\n"
-    objs = [config_map(loaded, run_id, run_dir), *workload(loaded, run_id, loaded.spec.image, generate_name=True)]
-    return head + to_yaml(objs)
+    if kinds.get(loaded.spec.job).long_running:
+        return head + to_yaml([config_map(loaded, run_id, run_dir), *workload(loaded, run_id, loaded.spec.image)])
+    how = ("# A Job per run (generateName), so create, not apply:  kubectl create -n alpaca-jobs -f <this file>\n"
+           "# Its payload is in the pod template's annotation (no ConfigMap): see docs/kubernetes.md.\n")
+    return head + how + to_yaml([job(loaded, run_id, loaded.spec.image, generate_name=True)])
