@@ -233,6 +233,9 @@ class K8sConfig(_Strict):
     shm_gb: float = Field(16, gt=0, description="memory-backed /dev/shm for the workers")
     backoff_limit: int = Field(3, ge=0)
     grace_seconds: int = Field(120, ge=1, description="SIGTERM to SIGKILL: time to checkpoint")
+    ttl_seconds_after_finished: int | None = Field(
+        7 * 24 * 3600, ge=0, description="a finished Job (and its pods' logs) is deleted this long after it "
+        "ends (servers 1.21+); null keeps it until deleted by hand")
     run_as_user: int = Field(1000, ge=1)
     service_account: str | None = None
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"

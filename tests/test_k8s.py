@@ -77,17 +77,46 @@ def test_training_job_runs_to_completion_with_status_and_logs(ns, tmp_path):
     assert json.loads(cm)["metadata"]["ownerReferences"][0]["name"] == "k8s-train"
 
 
-def test_cancel_deletes_the_job_after_workers_checkpoint(ns, tmp_path):
+def _kubectl_json(ns: str, *what: str) -> dict:
+    got = subprocess.run(["kubectl", "-n", ns, "get", *what, "-o", "json"], capture_output=True, text=True, check=True)
+    return json.loads(got.stdout)
+
+
+def test_cancel_suspends_keeping_status_and_logs_then_submit_resumes(ns, tmp_path):
     assert _submit(tmp_path, ns, "k8s-cancel").returncode == 0
     end = time.time() + 240
     while len(metrics(tmp_path / "k8s-cancel")) < 3 and time.time() < end:
         time.sleep(0.5)
     assert len(metrics(tmp_path / "k8s-cancel")) >= 3
-    assert cli("cancel", "k8s-cancel", "--runs-dir", str(tmp_path)).returncode == 0
-    _wait("k8s-cancel", tmp_path, {"DELETED"}, timeout=120)
+    t0 = time.monotonic()
+    proc = cli("cancel", "k8s-cancel", "--runs-dir", str(tmp_path))
+    print(f"cancel took {time.monotonic() - t0:.1f} s")
+    assert proc.returncode == 0, proc.stderr
+    # The test server is 1.20, older than Job suspend: the pause is parallelism 0.
+    assert "suspended (parallelism 0" in proc.stdout and "status and logs kept" in proc.stdout, proc.stdout
+    assert "k8s-cancel: CANCELLED" in _wait("k8s-cancel", tmp_path, {"CANCELLED"}, timeout=10)
+    job = _kubectl_json(ns, "job", "k8s-cancel")  # the Job and its status stay
+    assert job["spec"]["parallelism"] == 0 and job["metadata"]["annotations"]["alpaca-jobs/parallelism"] == "1"
     assert (tmp_path / "k8s-cancel" / "checkpoints" / "latest").is_file()  # SIGTERM -> checkpoint
     rec = json.loads((tmp_path / "k8s-cancel" / "run.json").read_text())
     assert rec["status"] == "interrupted"
+    kept = list((tmp_path / "k8s-cancel" / "logs").glob("k8s-cancel-*.log"))
+    assert len(kept) == 1 and "step 3/" in kept[0].read_text()
+    running = [p for p in _kubectl_json(ns, "pods", "-l", "alpaca-jobs/run-id=k8s-cancel")["items"]
+               if p["status"].get("phase") == "Running"]
+    assert running == []
+    assert "step 3/" in cli("logs", "k8s-cancel", "--runs-dir", str(tmp_path)).stdout  # pod stopped: the kept copy
+    # The same run id resumes it: parallelism back to 1, the next pod picks up the checkpoint.
+    proc = _submit(tmp_path, ns, "k8s-cancel", "train.max_steps=6")
+    assert proc.returncode == 0, proc.stderr
+    assert _kubectl_json(ns, "job", "k8s-cancel")["spec"]["parallelism"] == 1
+    out = _wait("k8s-cancel", tmp_path, {"COMPLETED", "FAILED"})
+    assert "k8s-cancel: COMPLETED" in out, out + cli("logs", "k8s-cancel", "--runs-dir", str(tmp_path)).stdout
+    again = cli("cancel", "k8s-cancel", "--runs-dir", str(tmp_path))
+    assert again.returncode == 0 and "already finished (COMPLETED)" in again.stdout, again.stdout
+    subprocess.run(["kubectl", "-n", ns, "delete", "job", "k8s-cancel", "--wait=true"], check=True, capture_output=True)
+    gone = cli("cancel", "k8s-cancel", "--runs-dir", str(tmp_path))
+    assert gone.returncode == 0 and "gone (job " in gone.stdout, gone.stdout
 
 
 def test_server_validation_error_is_surfaced(ns, tmp_path):
@@ -116,27 +145,141 @@ def test_secrets_come_by_reference_only(ns, tmp_path):
     assert secret not in cli("logs", "k8s-secret", "--runs-dir", str(tmp_path)).stdout
 
 
-@pytest.mark.parametrize("overlay", ["train-7b", "train-local", "serve-7b", "generate"])
-def test_kubectl_apply_k_each_overlay(overlay):
-    """kubectl builds each overlay and the server accepts every object. The test server is
-    1.20, older than podFailurePolicy (1.26+), so kubectl's client-side check against *its*
-    schema is off; the schema check for a current version is kubernetes-validate's (test_render)."""
-    path = ROOT / "k8s" / "overlays" / overlay
-    made_ns = False
-    if overlay in ("serve-7b", "generate"):  # it deploys into the namespace train-7b owns
-        made_ns = subprocess.run(["kubectl", "create", "namespace", "alpaca-jobs"], capture_output=True).returncode == 0
-    proc = subprocess.run(["kubectl", "apply", "-k", str(path), "--validate=false"], capture_output=True, text=True)
+CLUSTER_BASE = ROOT / "k8s" / "cluster"
+JOB_OVERLAYS = ["train-7b", "train-local", "generate"]  # one Job each, kubectl create -f
+APPLIED_OVERLAYS = ["serve-7b"]  # ConfigMap + Deployment + Service, kubectl apply -k
+
+
+def _objects(path: Path) -> list[dict]:
+    """What kubectl sends for a directory: kustomize's build, or its YAML files as they are."""
+    import yaml
+
+    if (path / "kustomization.yaml").is_file():
+        text = subprocess.run(["kubectl", "kustomize", str(path)], capture_output=True, text=True, check=True).stdout
+    else:
+        text = "---\n".join(p.read_text() for p in sorted(path.glob("*.yaml")))
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def _ids(docs: list[dict]) -> set[tuple[str, str]]:
+    return {(d["kind"], d["metadata"].get("name") or d["metadata"]["generateName"]) for d in docs}
+
+
+def test_cluster_base_and_job_overlays_own_disjoint_objects():
+    base = _ids(_objects(CLUSTER_BASE))
+    assert {k for k, _ in base} == {"Namespace", "PersistentVolumeClaim"}
+    seen = set(base)
+    for overlay in JOB_OVERLAYS + APPLIED_OVERLAYS:
+        ids = _ids(_objects(ROOT / "k8s" / "overlays" / overlay))
+        assert ids and not ids & seen, f"{overlay} also owns {ids & seen}"
+        assert not {k for k, _ in ids} & {"Namespace", "PersistentVolumeClaim"}, overlay
+        seen |= ids
+    for overlay in JOB_OVERLAYS:  # a Job per run: a new name at every create
+        (job,) = _objects(ROOT / "k8s" / "overlays" / overlay)
+        assert job["kind"] == "Job" and "name" not in job["metadata"] and job["metadata"]["generateName"].endswith("-")
+
+
+def _kubectl(*args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["kubectl", *args], capture_output=True, text=True)
+    assert proc.returncode == 0, f"kubectl {' '.join(args)}: {proc.stderr}"
+    return proc
+
+
+def _names(ns: str, what: str) -> set[str]:
+    return {i["metadata"]["name"] for i in _kubectl_json(ns, what)["items"]}
+
+
+def test_deleting_one_overlay_keeps_the_namespace_the_pvcs_and_other_jobs():
+    """The real API server: the cluster base once, then a Job overlay twice and the serve
+    overlay; deleting serve-7b leaves both training runs, the PVCs and the namespace."""
+    ns, job_dir = "alpaca-jobs", str(ROOT / "k8s" / "overlays" / "train-7b")
     try:
-        assert proc.returncode == 0, proc.stderr
-        assert ("job.batch/" in proc.stdout or "deployment.apps/" in proc.stdout) and "configmap/" in proc.stdout
+        assert "namespace/alpaca-jobs" in _kubectl("apply", "-k", str(CLUSTER_BASE)).stdout
+        # The test server is 1.20: kubectl's client-side schema check knows no podFailurePolicy
+        # (1.26+); the check for a current version is kubernetes-validate's (test_render).
+        runs = [_kubectl("create", "-n", ns, "-f", job_dir, "--validate=false").stdout for _ in range(2)]
+        assert len({r.split()[0] for r in runs}) == 2 and all(r.startswith("job.batch/alpaca-7b-") for r in runs)
+        _kubectl("apply", "-k", str(ROOT / "k8s" / "overlays" / "serve-7b"), "--validate=false")
+        assert "alpaca-7b-serve" in _names(ns, "deployments")
+        _kubectl("delete", "-k", str(ROOT / "k8s" / "overlays" / "serve-7b"), "--wait=true", "--timeout=120s")
+        assert "alpaca-7b-serve" not in _names(ns, "deployments")
+        assert {r.split()[0].split("/")[1] for r in runs} <= _names(ns, "jobs")
+        assert _names(ns, "pvc") == {"alpaca-runs", "alpaca-data", "alpaca-models"}
+        _kubectl("delete", "-n", ns, "job", "-l", "alpaca-jobs/run-id=alpaca-7b", "--wait=true", "--timeout=120s")
+        assert _names(ns, "pvc") == {"alpaca-runs", "alpaca-data", "alpaca-models"}
+        _kubectl("get", "namespace", ns)
+        for overlay in ("train-local", "generate"):  # the server takes the other Jobs as they are
+            got = _kubectl("create", "-n", ns, "-f", str(ROOT / "k8s" / "overlays" / overlay), "--validate=false",
+                           "--dry-run=server").stdout
+            assert "created (server dry run)" in got
     finally:
-        subprocess.run(["kubectl", "delete", "-k", str(path), "--wait=true", "--timeout=120s"], capture_output=True)
-        if made_ns:
-            subprocess.run(["kubectl", "delete", "namespace", "alpaca-jobs", "--wait=true", "--timeout=120s"],
-                           capture_output=True)
+        subprocess.run(["kubectl", "delete", "namespace", ns, "--wait=true", "--timeout=120s"], capture_output=True)
 
 
-def test_serve_deployment_answers_and_cancel_removes_everything(ns, tmp_path):
+def _covering_mount(job: dict, path: str) -> tuple[str, str]:
+    """(claim, path inside the claim) of the deepest PVC mount holding ``path``."""
+    pod = job["spec"]["template"]["spec"]
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    mounts = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] in claims
+              and (path + "/").startswith(m["mountPath"].rstrip("/") + "/")]
+    assert mounts, f"no PVC mount holds {path}"
+    m = max(mounts, key=lambda m: len(m["mountPath"]))
+    return claims[m["name"]], path[len(m["mountPath"].rstrip("/")):]
+
+
+def test_generate_writes_where_train_reads_through_the_pvcs():
+    from alpaca_jobs.generate.run import DATA_FILE
+    from alpaca_jobs.spec import load_spec
+
+    gen_spec, train_spec = load_spec(ROOT / "jobs/generate.yaml").spec, load_spec(ROOT / "jobs/train.yaml").spec
+    (gen,) = _objects(ROOT / "k8s" / "overlays" / "generate")
+    (train,) = _objects(ROOT / "k8s" / "overlays" / "train-7b")
+    written = _covering_mount(gen, f"{gen_spec.runs_dir}/{gen_spec.name}/{DATA_FILE}")
+    assert written == _covering_mount(train, train_spec.train.data) == ("alpaca-data", f"/{DATA_FILE}")
+    train_mounts = train["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    assert [m.get("readOnly") for m in train_mounts if m["mountPath"] == "/shared/data"] == [True]
+
+
+def test_prometheus_scrapes_the_service_the_serve_overlay_renders():
+    import yaml
+
+    prom = yaml.safe_load((ROOT / "dashboards/prometheus/prometheus.yml").read_text())
+    (job,) = [j for j in prom["scrape_configs"] if j["job_name"] == "alpaca-serve"]
+    (target,) = job["static_configs"][0]["targets"]
+    svc = next(d for d in _objects(ROOT / "k8s" / "overlays" / "serve-7b") if d["kind"] == "Service")
+    port = svc["spec"]["ports"][0]
+    assert target == f"{svc['metadata']['name']}.{svc['metadata']['namespace']}.svc:{port['port']}"
+    deploy = next(d for d in _objects(ROOT / "k8s" / "overlays" / "serve-7b") if d["kind"] == "Deployment")
+    c = deploy["spec"]["template"]["spec"]["containers"][0]
+    assert port["targetPort"] in [p["name"] for p in c["ports"]] and job["metrics_path"] == "/metrics"
+
+
+def test_manifests_pin_the_image_keep_ttl_and_give_torchrun_the_grace_period():
+    from alpaca_jobs.backends import k8s_objects as objs
+    from alpaca_jobs.backends.k8s import fit_to_server
+    from alpaca_jobs.spec import load_spec
+
+    for overlay in JOB_OVERLAYS + APPLIED_OVERLAYS:
+        for d in _objects(ROOT / "k8s" / "overlays" / overlay):
+            if d["kind"] in ("Job", "Deployment"):
+                image = d["spec"]["template"]["spec"]["containers"][0]["image"]
+                assert image.endswith(":0.1.0") and "latest" not in image, (overlay, image)
+    (job,) = _objects(ROOT / "k8s" / "overlays" / "train-7b")
+    assert job["spec"]["ttlSecondsAfterFinished"] == 7 * 24 * 3600
+    assert "--shutdown-timeout=110" in job["spec"]["template"]["spec"]["containers"][0]["command"]  # grace 120 - 10
+    assert objs.pinned_image("reg.example/team/alpaca-jobs/train:v3") == "reg.example/team/alpaca-jobs/train:v3"
+    assert objs.pinned_image("localhost:5000/alpaca-jobs/train") == "localhost:5000/alpaca-jobs/train:0.1.0"
+    loaded = load_spec(ROOT / "jobs/train.yaml", ["k8s.grace_seconds=300", "k8s.ttl_seconds_after_finished=60",
+                                                  "image=reg.example/a/train:latest"])
+    made = objs.to_dicts([objs.job(objs.pin(loaded), "r1", objs.pin(loaded).spec.image)])[0]
+    assert made["metadata"]["name"] == "r1" and made["spec"]["ttlSecondsAfterFinished"] == 60
+    c = made["spec"]["template"]["spec"]["containers"][0]
+    assert "--shutdown-timeout=290" in c["command"] and c["image"] == "reg.example/a/train:0.1.0"
+    assert "ttlSecondsAfterFinished" not in fit_to_server(json.loads(json.dumps(made)), (1, 20))["spec"]
+    assert fit_to_server(made, (1, 21))["spec"]["ttlSecondsAfterFinished"] == 60
+
+
+def test_serve_deployment_answers_and_cancel_scales_it_to_zero(ns, tmp_path):
     from tests.test_serve import _free_port
 
     port = _free_port()
@@ -159,13 +302,17 @@ def test_serve_deployment_answers_and_cancel_removes_everything(ns, tmp_path):
     svc = subprocess.run(["kubectl", "-n", ns, "get", "service", "k8s-serve", "-o", "json"], capture_output=True,
                          text=True, check=True).stdout
     assert json.loads(svc)["metadata"]["ownerReferences"][0]["kind"] == "Deployment"
-    assert cli("cancel", "k8s-serve", "--runs-dir", str(tmp_path)).returncode == 0
-    _wait("k8s-serve", tmp_path, {"DELETED"}, timeout=120)
-    end = time.time() + 60
-    while time.time() < end and subprocess.run(["kubectl", "-n", ns, "get", "service", "k8s-serve"],
-                                                capture_output=True).returncode == 0:
-        time.sleep(1)  # the garbage collector removes what the Deployment owned
-    assert subprocess.run(["kubectl", "-n", ns, "get", "service", "k8s-serve"], capture_output=True).returncode != 0
+    said = cli("cancel", "k8s-serve", "--runs-dir", str(tmp_path))
+    assert said.returncode == 0 and "scaled to 0 replicas" in said.stdout, said.stdout + said.stderr
+    _wait("k8s-serve", tmp_path, {"CANCELLED"}, timeout=30)
+    assert _kubectl_json(ns, "deployment", "k8s-serve")["spec"]["replicas"] == 0  # kept, with its Service
+    _kubectl("-n", ns, "get", "service", "k8s-serve")
+    proc = cli("submit", "jobs/serve-local.yaml", "--cluster", "k8s", "--run-id", "k8s-serve",
+               "--set", f"runs_dir={tmp_path}", "--set", f"k8s.namespace={ns}", "--set", f"serve.port={port}",
+               "--set", f"serve.flags_db={tmp_path}/flags.db")
+    assert proc.returncode == 0, proc.stderr
+    assert _kubectl_json(ns, "deployment", "k8s-serve")["spec"]["replicas"] == 1  # the same run id scales it up
+    assert "scaled to 0" in cli("cancel", "k8s-serve", "--runs-dir", str(tmp_path)).stdout
 
 
 def test_pipeline_chain_runs_as_kubernetes_jobs(ns, tmp_path):

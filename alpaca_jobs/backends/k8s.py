@@ -1,13 +1,20 @@
 """Kubernetes backend: the official client, the current kubeconfig context and namespace.
 
 submit = create the run's ConfigMap and Job (the Job owns the ConfigMap, so deleting the
-Job cleans both); status = the Job's conditions; logs = the newest pod's log; cancel =
-delete the Job with foreground propagation (pods get SIGTERM: workers checkpoint first).
+Job cleans both); status = the Job's conditions; logs = the newest pod's log, or the copy
+kept under the run dir once its pod is gone; cancel = *suspend* the Job, never delete it:
+``spec.suspend: true`` on servers 1.22+ (batch/v1 Job suspend is beta and on by default
+there; alpha behind a feature gate in 1.21), ``parallelism: 0`` before. Either way the Job
+controller deletes the running pod (SIGTERM: workers checkpoint within the grace period)
+and keeps the Job with its status; cancel copies the pods' logs into ``<run dir>/logs/``
+while they stop. A Deployment (serve) is scaled to 0 replicas. ``submit --run-id`` of a
+suspended run un-suspends it (of a deleted one, creates it again).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -50,6 +57,35 @@ def _server_error(exc: Exception) -> UserError:
     return UserError(f"Kubernetes refused it ({getattr(exc, 'status', '?')}): {msg}")
 
 
+SUSPEND_SINCE = (1, 22)  # batch/v1 Job .spec.suspend beta, on by default (alpha, gated, in 1.21)
+TTL_SINCE = (1, 21)  # .spec.ttlSecondsAfterFinished beta, on by default (alpha, gated, before)
+PARALLELISM_ANNOTATION = "alpaca-jobs/parallelism"  # what a parallelism-0 pause restores
+
+
+def server_version() -> tuple[int, int]:
+    """(major, minor) of the API server; minors like "20+" (managed clusters) count as 20."""
+    info = _api().VersionApi().get_code()
+    return int(info.major), int(re.match(r"\d+", info.minor).group())
+
+
+def fit_to_server(obj: dict[str, Any], version: tuple[int, int]) -> dict[str, Any]:
+    """Drop Job fields the server would ignore or misread (pure; the rendered YAML keeps them)."""
+    if obj["kind"] == "Job" and version < TTL_SINCE:
+        obj["spec"].pop("ttlSecondsAfterFinished", None)
+    return obj
+
+
+def _paused(job: Any) -> bool:
+    return bool(job.spec.suspend) or job.spec.parallelism == 0
+
+
+def _finished(job: Any) -> str | None:
+    for cond in job.status.conditions or []:
+        if cond.status == "True" and cond.type in ("Complete", "Failed"):
+            return "COMPLETED" if cond.type == "Complete" else "FAILED"
+    return None
+
+
 class K8sBackend(Backend):
     name = "k8s"
 
@@ -61,8 +97,9 @@ class K8sBackend(Backend):
                             "backend runs one node per job today (use CLUSTER=slurm for multi-node)")
         run_dir = str(Path(spec.runs_dir) / run_id)
         ns = current_namespace(loaded)
+        loaded = objs.pin(loaded)
         cm = objs.config_map(loaded, run_id, run_dir)
-        work = objs.workload(loaded, run_id, spec.image)
+        work = objs.workload(loaded, run_id, loaded.spec.image)
         for o in [cm, *work]:
             o.metadata.namespace = ns
         text = objs.to_yaml([cm, *work])
@@ -80,10 +117,13 @@ class K8sBackend(Backend):
         cm, owner_obj, *rest = sub.params["objects"]
         core, batch, apps = client.CoreV1Api(), client.BatchV1Api(), client.AppsV1Api()
         is_job = owner_obj["kind"] == "Job"
+        fit_to_server(owner_obj, server_version())
         try:
             created = (batch.create_namespaced_job if is_job else apps.create_namespaced_deployment)(ns, owner_obj)
         except ApiException as exc:
-            raise _server_error(exc) from None
+            if exc.status != 409:
+                raise _server_error(exc) from None
+            created = self._resume(ns, owner_obj)
         owner = {"apiVersion": owner_obj["apiVersion"], "kind": owner_obj["kind"], "name": created.metadata.name,
                  "uid": created.metadata.uid, "blockOwnerDeletion": True}
         try:
@@ -93,9 +133,10 @@ class K8sBackend(Backend):
                 try:
                     create(ns, obj)
                 except ApiException as exc:
-                    if exc.status != 409 or obj["kind"] != "ConfigMap":  # a resumed run's ConfigMap may exist
+                    if exc.status != 409:  # a resumed run's ConfigMap (new payload) and Service exist
                         raise
-                    core.replace_namespaced_config_map(obj["metadata"]["name"], ns, obj)
+                    if obj["kind"] == "ConfigMap":
+                        core.replace_namespaced_config_map(obj["metadata"]["name"], ns, obj)
         except ApiException as exc:
             self._delete(ns, owner_obj["kind"], created.metadata.name, "Background")
             raise _server_error(exc) from None
@@ -104,6 +145,32 @@ class K8sBackend(Backend):
                            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         self._save_handle(handle)
         return handle
+
+    @staticmethod
+    def _resume(ns: str, owner_obj: dict[str, Any]) -> Any:
+        """The run exists: un-suspend a cancelled Job (scale a Deployment back up)."""
+        client = _api()
+        from kubernetes.client.rest import ApiException
+
+        name = owner_obj["metadata"]["name"]
+        try:
+            if owner_obj["kind"] == "Deployment":
+                return client.AppsV1Api().patch_namespaced_deployment(
+                    name, ns, {"spec": {"replicas": owner_obj["spec"]["replicas"]}})
+            batch = client.BatchV1Api()
+            job = batch.read_namespaced_job(name, ns)
+            done = _finished(job)
+            if done:
+                raise UserError(f"run {name} already finished ({done}) in namespace {ns}; submit it under "
+                                f"a new --run-id, or delete it first: kubectl -n {ns} delete job {name}")
+            if not _paused(job):
+                raise UserError(f"run {name} is already running in namespace {ns}; use a new --run-id")
+            restore = int((job.metadata.annotations or {}).get(PARALLELISM_ANNOTATION, "1"))
+            body = ({"spec": {"suspend": False}} if job.spec.suspend
+                    else {"spec": {"parallelism": restore}})
+            return batch.patch_namespaced_job(name, ns, body)
+        except ApiException as exc:
+            raise _server_error(exc) from None
 
     @staticmethod
     def _save_handle(handle: JobHandle) -> None:
@@ -142,36 +209,78 @@ class K8sBackend(Backend):
         if job is None:
             return "DELETED"
         if self._parse(handle)[1] == "Deployment":
-            if job.metadata.deletion_timestamp:
+            if job.metadata.deletion_timestamp or job.spec.replicas == 0:
                 return "CANCELLED"
             return "RUNNING" if (job.status.available_replicas or 0) > 0 else "PENDING"
-        for cond in job.status.conditions or []:
-            if cond.status == "True" and cond.type in ("Complete", "Failed"):
-                return "COMPLETED" if cond.type == "Complete" else "FAILED"
-        if job.metadata.deletion_timestamp:
+        done = _finished(job)
+        if done:
+            return done
+        if job.metadata.deletion_timestamp or _paused(job):
             return "CANCELLED"
         return "RUNNING" if (job.status.active or 0) > 0 else "PENDING"
 
     def logs(self, handle: JobHandle, rank: int = 0) -> str:
+        """The newest pod's log through the API server; once the pods are gone (a cancelled
+        run), the newest copy `cancel` kept under ``<run dir>/logs/``."""
         client = _api()
         from kubernetes.client.rest import ApiException
 
         ns, _, name = self._parse(handle)
         core = client.CoreV1Api()
         pods = core.list_namespaced_pod(ns, label_selector=f"alpaca-jobs/run-id={name}").items
-        if not pods:
-            return ""
-        pod = max(pods, key=lambda p: p.metadata.creation_timestamp)
-        try:
-            return core.read_namespaced_pod_log(pod.metadata.name, ns)
-        except ApiException as exc:
-            if exc.status == 400:  # not started yet
-                return ""
-            raise _server_error(exc) from None
+        text = ""
+        if pods:
+            pod = max(pods, key=lambda p: p.metadata.creation_timestamp)
+            try:
+                text = core.read_namespaced_pod_log(pod.metadata.name, ns)
+            except ApiException as exc:
+                if exc.status not in (400, 404):  # 400: not started yet; 404: just deleted
+                    raise _server_error(exc) from None
+        if text:
+            return text
+        kept = sorted(_kept_logs_dir(handle).glob("*.log"), key=lambda p: p.stat().st_mtime)
+        return kept[-1].read_text(errors="replace") if kept else ""
 
-    def cancel(self, handle: JobHandle) -> None:
+    def cancel(self, handle: JobHandle) -> str:
+        """Suspend (a Job) or scale to 0 (a Deployment); the object, its status and the pods'
+        logs stay. Returns what it did, for the CLI to print."""
+        client = _api()
+        from kubernetes.client.rest import ApiException
+
         ns, kind, name = self._parse(handle)
-        self._delete(ns, kind, name, "Foreground")
+        obj = self._read(handle)
+        where = f"{kind.lower()} {ns}/{name}"
+        if obj is None:
+            return f"{handle.run_id}: gone ({where} no longer exists); nothing to cancel"
+        try:
+            if kind == "Deployment":
+                client.AppsV1Api().patch_namespaced_deployment(name, ns, {"spec": {"replicas": 0}})
+                what = "scaled to 0 replicas; Deployment, Service and logs kept"
+            else:
+                done = _finished(obj)
+                if done:
+                    return f"{handle.run_id}: already finished ({done}); {where} left as it is"
+                what = self._suspend(client.BatchV1Api(), ns, name, obj)
+        except ApiException as exc:
+            raise _server_error(exc) from None
+        kept = keep_logs(client.CoreV1Api(), ns, name, _kept_logs_dir(handle), wait_s=self._grace(obj) + 15)
+        return f"{handle.run_id}: {what} ({where}; {kept} pod log(s) in {_kept_logs_dir(handle)}); " \
+               f"resume: alpaca-jobs submit <spec> --run-id {handle.run_id}"
+
+    @staticmethod
+    def _suspend(batch: Any, ns: str, name: str, job: Any) -> str:
+        if server_version() >= SUSPEND_SINCE:
+            batch.patch_namespaced_job(name, ns, {"spec": {"suspend": True}})
+            return "suspended; status and logs kept"
+        # Older servers: parallelism 0 stops the pods and keeps the Job; remember what to restore.
+        body = {"metadata": {"annotations": {PARALLELISM_ANNOTATION: str(job.spec.parallelism or 1)}},
+                "spec": {"parallelism": 0}}
+        batch.patch_namespaced_job(name, ns, body)
+        return "suspended (parallelism 0: this server predates Job suspend); status and logs kept"
+
+    @staticmethod
+    def _grace(obj: Any) -> int:
+        return obj.spec.template.spec.termination_grace_period_seconds or 30
 
     @staticmethod
     def _delete(ns: str, kind: str, name: str, propagation: str) -> None:
@@ -186,3 +295,30 @@ class K8sBackend(Backend):
         except ApiException as exc:
             if exc.status != 404:
                 raise _server_error(exc) from None
+
+
+def _kept_logs_dir(handle: JobHandle) -> Path:
+    return Path(handle.run_dir) / "logs"
+
+
+def keep_logs(core: Any, ns: str, run_id: str, out: Path, wait_s: float) -> int:
+    """Copy every pod's log of the run into ``out`` until its running pods have stopped (the
+    copy taken last holds the workers' shutdown lines), or ``wait_s`` passed. Returns how
+    many pods' logs were kept."""
+    from kubernetes.client.rest import ApiException
+
+    out.mkdir(parents=True, exist_ok=True)
+    end, kept = time.monotonic() + wait_s, set()
+    while True:
+        pods = core.list_namespaced_pod(ns, label_selector=f"alpaca-jobs/run-id={run_id}").items
+        for pod in pods:
+            try:
+                text = core.read_namespaced_pod_log(pod.metadata.name, ns)
+            except ApiException:  # not started, or gone between list and read
+                continue
+            if text:
+                (out / f"{pod.metadata.name}.log").write_text(text)
+                kept.add(pod.metadata.name)
+        if not [p for p in pods if p.status.phase in ("Pending", "Running")] or time.monotonic() > end:
+            return len(kept)
+        time.sleep(1)

@@ -20,7 +20,9 @@ from alpaca_jobs.spec import JobSpec, LoadedSpec
 
 PAYLOAD_DIR = "/etc/alpaca-jobs"
 PART_OF = "alpaca-jobs"
+PAYLOAD_ANNOTATION = "alpaca-jobs/payload.json"  # a checked-in Job carries its payload itself
 EXIT_USER_ERROR = 2  # the worker's exit code for bad input: retrying cannot help
+SHUTDOWN_MARGIN_S = 10  # torchrun SIGKILLs its workers this long before the kubelet would
 
 
 def labels(spec: JobSpec, run_id: str) -> dict[str, str]:
@@ -40,8 +42,33 @@ def worker_command(spec: JobSpec) -> list[str]:
     run = ["-m", "alpaca_jobs.runtime", "--payload", f"{PAYLOAD_DIR}/payload.json"]
     if not kinds.get(spec.job).per_gpu:
         return ["python", *run]
+    # torchrun's own SIGTERM -> SIGKILL wait (--shutdown-timeout, default 30 s) must not cut a
+    # checkpoint short before the pod's grace period does: derive it from grace_seconds.
+    shutdown = max(1, spec.k8s.grace_seconds - SHUTDOWN_MARGIN_S)
     return ["python", "-m", "torch.distributed.run", "--standalone",
-            f"--nproc-per-node={spec.resources.procs_per_node}", *run]
+            f"--nproc-per-node={spec.resources.procs_per_node}", f"--shutdown-timeout={shutdown}", *run]
+
+
+def pinned_image(image: str) -> str:
+    """Never ``:latest`` in a manifest: with imagePullPolicy IfNotPresent each node keeps
+    whichever ``latest`` it pulled first. An untagged or ``latest`` image gets the package's
+    version (what `make images IMAGE=<repo>:<version>` tags); any other tag is kept."""
+    from alpaca_jobs import __version__
+
+    repo, sep, tag = image.rpartition(":")
+    if not sep or "/" in tag:
+        return f"{image}:{__version__}"
+    return f"{repo}:{__version__}" if tag == "latest" else image
+
+
+def pin(loaded: LoadedSpec) -> LoadedSpec:
+    """The spec with its image pinned (the payload then names the image the pod runs)."""
+    import dataclasses
+
+    if not loaded.spec.image:
+        return loaded
+    spec = loaded.spec.model_copy(update={"image": pinned_image(loaded.spec.image)})
+    return dataclasses.replace(loaded, spec=spec)
 
 
 def _resources(spec: JobSpec) -> k.V1ResourceRequirements:
@@ -63,9 +90,18 @@ def _env(spec: JobSpec) -> list[k.V1EnvVar]:
     return env
 
 
-def _volumes(spec: JobSpec, config_map: str) -> tuple[list[k.V1Volume], list[k.V1VolumeMount]]:
+def _payload_volume(config_map: str | None) -> k.V1Volume:
+    """The run's ConfigMap, or (config_map None) the pod's own annotation through the
+    Downward API: a Job made by generateName cannot name a ConfigMap of its own."""
+    if config_map:
+        return k.V1Volume(name="payload", config_map=k.V1ConfigMapVolumeSource(name=config_map))
+    return k.V1Volume(name="payload", downward_api=k.V1DownwardAPIVolumeSource(items=[k.V1DownwardAPIVolumeFile(
+        path="payload.json", field_ref=k.V1ObjectFieldSelector(field_path=f"metadata.annotations['{PAYLOAD_ANNOTATION}']"))]))
+
+
+def _volumes(spec: JobSpec, config_map: str | None) -> tuple[list[k.V1Volume], list[k.V1VolumeMount]]:
     vols = [
-        k.V1Volume(name="payload", config_map=k.V1ConfigMapVolumeSource(name=config_map)),
+        _payload_volume(config_map),
         k.V1Volume(name="dshm", empty_dir=k.V1EmptyDirVolumeSource(
             medium="Memory", size_limit=k8s_memory(spec.k8s.shm_gb))),
     ]
@@ -88,18 +124,21 @@ def _placement(spec: JobSpec) -> dict[str, Any]:
     }
 
 
+def payload_json(loaded: LoadedSpec, run_id: str, run_dir: str) -> str:
+    return json.dumps(Payload.build(loaded, run_id, "k8s", run_dir).to_dict(), indent=1, sort_keys=True)
+
+
 def config_map(loaded: LoadedSpec, run_id: str, run_dir: str) -> k.V1ConfigMap:
-    payload = Payload.build(loaded, run_id, "k8s", run_dir).to_dict()
     return k.V1ConfigMap(
         api_version="v1", kind="ConfigMap",
         metadata=k.V1ObjectMeta(name=f"{run_id}-spec", labels=labels(loaded.spec, run_id)),
-        data={"payload.json": json.dumps(payload, indent=1, sort_keys=True)},
+        data={"payload.json": payload_json(loaded, run_id, run_dir)},
     )
 
 
-def _pod(loaded: LoadedSpec, run_id: str, image: str, restart: str) -> k.V1PodSpec:
+def _pod(loaded: LoadedSpec, run_id: str, image: str, restart: str, own_payload: bool = False) -> k.V1PodSpec:
     spec = loaded.spec
-    vols, mounts = _volumes(spec, f"{run_id}-spec")
+    vols, mounts = _volumes(spec, None if own_payload else f"{run_id}-spec")
     container = k.V1Container(
         name=spec.job, image=image, image_pull_policy=spec.k8s.image_pull_policy,
         command=worker_command(spec), env=_env(spec), resources=_resources(spec), volume_mounts=mounts,
@@ -129,7 +168,9 @@ def _pod(loaded: LoadedSpec, run_id: str, image: str, restart: str) -> k.V1PodSp
     )
 
 
-def job(loaded: LoadedSpec, run_id: str, image: str) -> k.V1Job:
+def job(loaded: LoadedSpec, run_id: str, image: str, generate_name: bool = False) -> k.V1Job:
+    """generate_name: the checked-in manifests' Job, ``<name>-<random>`` per `kubectl create`,
+    self-contained (its payload in its pod template's annotation, no ConfigMap to collide)."""
     spec = loaded.spec
     failure_policy = k.V1PodFailurePolicy(rules=[
         # Preemption, eviction, node drain: not the job's fault, do not count it.
@@ -139,15 +180,20 @@ def job(loaded: LoadedSpec, run_id: str, image: str) -> k.V1Job:
         k.V1PodFailurePolicyRule(action="FailJob", on_exit_codes=k.V1PodFailurePolicyOnExitCodesRequirement(
             container_name=spec.job, operator="In", values=[EXIT_USER_ERROR])),
     ])
+    meta = (k.V1ObjectMeta(generate_name=f"{run_id}-", labels=labels(spec, run_id)) if generate_name
+            else k.V1ObjectMeta(name=run_id, labels=labels(spec, run_id)))
+    pod_meta = k.V1ObjectMeta(labels=labels(spec, run_id))
+    if generate_name:
+        pod_meta.annotations = {PAYLOAD_ANNOTATION: payload_json(loaded, run_id, f"{spec.runs_dir}/{run_id}")}
     return k.V1Job(
-        api_version="batch/v1", kind="Job",
-        metadata=k.V1ObjectMeta(name=run_id, labels=labels(spec, run_id)),
+        api_version="batch/v1", kind="Job", metadata=meta,
         spec=k.V1JobSpec(
             backoff_limit=spec.k8s.backoff_limit,
             active_deadline_seconds=translate("k8s", spec)["active_deadline_seconds"],
+            ttl_seconds_after_finished=spec.k8s.ttl_seconds_after_finished,
             pod_failure_policy=failure_policy,
-            template=k.V1PodTemplateSpec(metadata=k.V1ObjectMeta(labels=labels(spec, run_id)),
-                                         spec=_pod(loaded, run_id, image, "Never")),
+            template=k.V1PodTemplateSpec(metadata=pod_meta,
+                                         spec=_pod(loaded, run_id, image, "Never", own_payload=generate_name)),
         ),
     )
 
@@ -176,11 +222,11 @@ def service(loaded: LoadedSpec, run_id: str) -> k.V1Service:
     )
 
 
-def workload(loaded: LoadedSpec, run_id: str, image: str) -> list:
+def workload(loaded: LoadedSpec, run_id: str, image: str, generate_name: bool = False) -> list:
     """The objects of one run, the owner first: [Job] or [Deployment, Service]."""
     if kinds.get(loaded.spec.job).long_running:
         return [deployment(loaded, run_id, image), service(loaded, run_id)]
-    return [job(loaded, run_id, image)]
+    return [job(loaded, run_id, image, generate_name)]
 
 
 def to_dicts(objs: list[Any]) -> list[dict[str, Any]]:
@@ -203,9 +249,16 @@ def to_yaml(objs: list[Any]) -> str:
 
 
 def manifests(loaded: LoadedSpec, spec_arg: str) -> str:
-    """Checked-in manifests for `kubectl apply -k`: the run id is the spec's name, no namespace
-    (kustomize or kubectl sets it)."""
+    """Checked-in manifests: the run id is the spec's name, no namespace, the image pinned
+    (never ``:latest``). A Job is one self-contained object with generateName, for
+    `kubectl create -n NS -f` (kustomize cannot carry generateName: kubernetes-sigs/kustomize
+    #641); a server is ConfigMap + Deployment + Service for `kubectl apply -k`."""
+    loaded = pin(loaded)
     run_id = loaded.spec.name
     run_dir = f"{loaded.spec.runs_dir}/{run_id}"
     head = f"# Generated from {spec_arg} by `make render`; edit the spec, not this file.\n"
-    return head + to_yaml([config_map(loaded, run_id, run_dir), *workload(loaded, run_id, loaded.spec.image)])
+    if kinds.get(loaded.spec.job).long_running:
+        return head + to_yaml([config_map(loaded, run_id, run_dir), *workload(loaded, run_id, loaded.spec.image)])
+    how = ("# A Job per run (generateName), so create, not apply:  kubectl create -n alpaca-jobs -f <this file>\n"
+           "# Its payload is in the pod template's annotation (no ConfigMap): see docs/kubernetes.md.\n")
+    return head + how + to_yaml([job(loaded, run_id, loaded.spec.image, generate_name=True)])
