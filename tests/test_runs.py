@@ -104,10 +104,10 @@ def test_cost_before_launch_from_the_ledger_and_the_budget_refusal(runs):
     sets = ["--set", f"runs_dir={runs}", "--set", "cost.cpu_core_hour_usd=100"]
     proc = cli("submit", "jobs/train-local.yaml", "--dry-run", *sets)
     assert proc.returncode == 0, proc.stderr
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("# ")]
-    assert "at most $66.67 (0.33 h time limit x 2 CPU core(s)" in lines[1]
-    expected = float(lines[2].split("expected $")[1].split()[0])
-    assert 0 < expected < 66.67 and lines[2].split("measured by run ")[1].split(",")[0] in ("good", "followed")
+    lines = proc.stderr.splitlines()  # stdout is exactly the submission
+    assert "at most $66.67 (0.33 h time limit x 2 CPU core(s)" in lines[0]
+    expected = float(lines[1].split("expected $")[1].split()[0])
+    assert 0 < expected < 66.67 and lines[1].split("measured by run ")[1].split(",")[0] in ("good", "followed")
     refused = cli("submit", "jobs/train-local.yaml", "--dry-run", *sets, "--set", f"cost.max_usd={expected / 2:.2f}")
     assert refused.returncode != 0 and "cost.max_usd" in refused.stderr and "--over-budget" in refused.stderr
     assert cli("submit", "jobs/train-local.yaml", "--dry-run", *sets, "--set",

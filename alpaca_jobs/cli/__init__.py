@@ -79,9 +79,9 @@ def submit(spec: str, cluster: str, overrides: tuple[str, ...], sweep: str | Non
             backend.preflight(loaded)
     forecasts = _forecasts(specs, subs, over_budget)
     if dry_run:
+        for line in forecasts:  # stderr: stdout is exactly the submission
+            click.echo(line, err=True)
         click.echo(f"# dry run: {cluster} submission of {spec} (nothing submitted)")
-        for line in forecasts:
-            click.echo(f"# {line}")
         for sub, v in zip(subs, variants, strict=True):
             if len(subs) > 1:
                 click.echo(f"# --- {sub.run_id}: {' '.join(v[len(overrides):])}")
