@@ -23,7 +23,7 @@ endif
 DRY := $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run,)
 # One variable names every image, in `make images`, in submitted specs and in rendered
 # manifests: IMAGE=registry.example/team/alpaca-jobs:v1 -> .../alpaca-jobs/<job>:v1 (give a tag)
-IMAGE ?= alpaca-jobs:latest
+IMAGE ?= alpaca-jobs:0.1.0
 export ALPACA_JOBS_IMAGE := $(IMAGE)
 SET := $(foreach s,$(SETS),--set $(s))
 
