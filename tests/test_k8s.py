@@ -101,11 +101,11 @@ def test_cancel_suspends_keeping_status_and_logs_then_submit_resumes(ns, tmp_pat
     rec = json.loads((tmp_path / "k8s-cancel" / "run.json").read_text())
     assert rec["status"] == "interrupted"
     kept = list((tmp_path / "k8s-cancel" / "logs").glob("k8s-cancel-*.log"))
-    assert len(kept) == 1 and "step 3/" in kept[0].read_text()
+    assert len(kept) == 1 and "training interrupted at step" in kept[0].read_text()  # logs kept
     running = [p for p in _kubectl_json(ns, "pods", "-l", "alpaca-jobs/run-id=k8s-cancel")["items"]
                if p["status"].get("phase") == "Running"]
     assert running == []
-    assert "step 3/" in cli("logs", "k8s-cancel", "--runs-dir", str(tmp_path)).stdout  # pod stopped: the kept copy
+    assert "training interrupted at step" in cli("logs", "k8s-cancel", "--runs-dir", str(tmp_path)).stdout  # pod stopped: the kept copy
     # The same run id resumes it: parallelism back to 1, the next pod picks up the checkpoint.
     proc = _submit(tmp_path, ns, "k8s-cancel", "train.max_steps=6")
     assert proc.returncode == 0, proc.stderr
@@ -113,7 +113,7 @@ def test_cancel_suspends_keeping_status_and_logs_then_submit_resumes(ns, tmp_pat
     out = _wait("k8s-cancel", tmp_path, {"COMPLETED", "FAILED"})
     assert "k8s-cancel: COMPLETED" in out, out + cli("logs", "k8s-cancel", "--runs-dir", str(tmp_path)).stdout
     again = cli("cancel", "k8s-cancel", "--runs-dir", str(tmp_path))
-    assert again.returncode == 0 and "already finished (COMPLETED)" in again.stdout, again.stdout
+    assert again.returncode == 0 and "already ended (COMPLETED)" in again.stdout, again.stdout
     subprocess.run(["kubectl", "-n", ns, "delete", "job", "k8s-cancel", "--wait=true"], check=True, capture_output=True)
     gone = cli("cancel", "k8s-cancel", "--runs-dir", str(tmp_path))
     assert gone.returncode == 0 and "gone (job " in gone.stdout, gone.stdout

@@ -228,16 +228,19 @@ class K8sBackend(Backend):
         ns, _, name = self._parse(handle)
         core = client.CoreV1Api()
         pods = core.list_namespaced_pod(ns, label_selector=f"alpaca-jobs/run-id={name}").items
-        text = ""
-        if pods:
-            pod = max(pods, key=lambda p: p.metadata.creation_timestamp)
+        # Newest first; of pods created in the same second, those that ran before those that did
+        # not (a pod that failed to start has no log). The first with a log is the answer.
+        ran = {"Running": 2, "Succeeded": 2, "Failed": 1}
+        for pod in sorted(pods, key=lambda p: (p.metadata.creation_timestamp, ran.get(p.status.phase, 0)),
+                          reverse=True):
             try:
                 text = core.read_namespaced_pod_log(pod.metadata.name, ns)
             except ApiException as exc:
                 if exc.status not in (400, 404):  # 400: not started yet; 404: just deleted
                     raise _server_error(exc) from None
-        if text:
-            return text
+                continue
+            if text:
+                return text
         kept = sorted(_kept_logs_dir(handle).glob("*.log"), key=lambda p: p.stat().st_mtime)
         return kept[-1].read_text(errors="replace") if kept else ""
 

@@ -328,6 +328,10 @@ def cancel(run: str, runs_dir: str | None) -> None:
 
     backend, handle = find_run(run, runs_dir)
     state = backend.status(handle)
+    if state == "DELETED":
+        click.echo(f"{handle.run_id}: gone (job {handle.job_id} no longer exists on {handle.backend}); "
+                   "nothing to cancel")
+        return
     if state not in ACTIVE_STATES:
         click.echo(f"{handle.run_id} already ended ({state}); nothing to cancel")
         return
