@@ -47,6 +47,8 @@ class Kind:
     # Rows this kind adds to the printed run report: record -> [(label, text)]
     report_rows: Callable[[dict[str, Any]], list[tuple[str, str]]] | None = None
     default_target_usd: float | None = None  # the budget a run is held to when its spec sets none
+    # The pipeline summary's line for a finished stage: record -> (label, text), or None
+    summary: Callable[[dict[str, Any]], tuple[str, str] | None] | None = None
     # Before launch: (loaded spec, ledger records) -> (expected hours or None, the basis in words)
     expected_hours: Callable[[Any, list[dict[str, Any]]], tuple[float | None, str]] | None = None
     # On SIGTERM/SIGUSR2: "flag" (the body polls job.stop and stops cleanly at a safe point) or

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from alpaca_jobs.common.kinds import Kind
 
+
+def _summary(rec: dict[str, Any]) -> tuple[str, str] | None:
+    from alpaca_jobs.ops.present import evaluation_line
+
+    return evaluation_line(rec)
+
+
 KIND = Kind(name="evaluate", body="alpaca_jobs.evaluate.worker:evaluate_body", stop="interrupt",
-            preflight=lambda loaded, visible: _preflight(loaded, visible))
+            summary=_summary, preflight=lambda loaded, visible: _preflight(loaded, visible))
 
 
 def _preflight(loaded, visible) -> None:

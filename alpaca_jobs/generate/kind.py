@@ -29,5 +29,11 @@ def report_rows(rec: dict[str, Any]) -> list[tuple[str, str]]:
     return generate_rows(rec)
 
 
+def _summary(rec: dict[str, Any]) -> tuple[str, str] | None:
+    from alpaca_jobs.ops.present import data_line
+
+    return data_line(rec)
+
+
 KIND = Kind(name="generate", body="alpaca_jobs.generate.worker:generate_body",
-            preflight=preflight, outputs=outputs, report_rows=report_rows)
+            summary=_summary, preflight=preflight, outputs=outputs, report_rows=report_rows)

@@ -93,3 +93,37 @@ def _data_line(d: dict[str, Any]) -> str:
         f"{d.get('skipped_empty_output', 0)} empty, {d.get('skipped_duplicate', 0)} duplicate, "
         f"{d.get('skipped_no_target_tokens', 0)} prompt-only; truncated {d.get('truncated', 0)}"
     )
+
+
+# One line per stage in a pipeline's summary (Kind.summary).
+def data_line(rec: dict[str, Any]) -> tuple[str, str] | None:
+    gen = rec.get("results") or {}
+    if not gen:
+        return None
+    return "data", f"{gen.get('kept', 0)} tasks kept, rejected {rejected_line(gen)} -> {gen.get('data_file', '-')}"
+
+
+def training_line(tr: dict[str, Any]) -> tuple[str, str] | None:
+    if not tr:
+        return None
+    target = tr.get("target_usd")
+    return "training", (f"loss {fmt_float(tr.get('first_loss'))} -> {fmt_float(tr.get('final_loss'))} over "
+                        f"{tr.get('steps', 0)} steps; cost ${tr.get('cost_usd', 0):.4f}"
+                        + (f" vs target ${target:.2f} ({'MET' if tr.get('target_met') else 'MISSED'})"
+                           if target else "") + f"; model {tr.get('model_dir') or '-'}")
+
+
+def evaluation_line(rec: dict[str, Any]) -> tuple[str, str] | None:
+    ev = rec.get("results") or {}
+    return ("evaluation", eval_line(ev)) if ev else None
+
+
+def eval_line(ev: dict[str, Any]) -> str:
+    a, b = ev.get("system_a", "A"), ev.get("system_b", "B")
+    counts = (f"wins/ties/losses {ev.get('wins', 0)}/{ev.get('ties', 0)}/{ev.get('losses', 0)}, "
+              f"{ev.get('invalid', 0)} unreadable verdicts, {ev.get('items', 0)} items")
+    if ev.get("win_rate") is None:
+        return f"{a} vs {b}: no readable judgments ({counts})"
+    ci = ev.get("ci95") or []
+    ci_text = f" (95% CI {ci[0]:.2f}-{ci[1]:.2f})" if len(ci) == 2 and None not in ci else ""
+    return f"win rate of {a} over {b}: {ev['win_rate']:.2f}{ci_text}; {counts}"

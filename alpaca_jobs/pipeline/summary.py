@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from alpaca_jobs.ops.present import fmt_float as _f
-from alpaca_jobs.ops.present import rejected_line
+from alpaca_jobs.common import kinds
 from alpaca_jobs.ops.record import load_record
 
 
@@ -39,36 +38,15 @@ def format_summary(s: dict[str, Any]) -> str:
     lines.append("(job s: each job's own running time, summed over attempts; servers overlap the "
                  "stages they serve)")
     lines.append("")
-    st = s["stages"]
-    gen = (st.get("generate") or {}).get("record", {}).get("results") or {}
-    if gen:
-        lines.append(f"data       {gen.get('kept', 0)} tasks kept, rejected {rejected_line(gen)}"
-                     f" -> {gen.get('data_file', '-')}")
-    tr = (st.get("train") or {}).get("record") or {}
-    if tr:
-        target = tr.get("target_usd")
-        lines.append(f"training   loss {_f(tr.get('first_loss'))} -> {_f(tr.get('final_loss'))} over "
-                     f"{tr.get('steps', 0)} steps; cost ${tr.get('cost_usd', 0):.4f}"
-                     + (f" vs target ${target:.2f} ({'MET' if tr.get('target_met') else 'MISSED'})" if target else "")
-                     + f"; model {tr.get('model_dir') or '-'}")
+    for name, st in s["stages"].items():  # each stage's line, as its kind words it
+        kind = kinds.find(name)
+        line = kind.summary(st.get("record") or {}) if kind is not None and kind.summary else None
+        if line:
+            lines.append(f"{line[0]:<10} {line[1]}")
     wm = s.get("checks", {}).get("watermark")
     if wm:
         o, h = wm["served_output"], wm["human_text"]
         lines.append(f"watermark  served output z={o['z_score']:.2f} ({'detected' if o['watermarked'] else 'NOT detected'}"
                      f", {o['tokens_scored']} tokens); human text z={h['z_score']:.2f} "
                      f"({'detected' if h['watermarked'] else 'not detected'})")
-    ev = (st.get("evaluate") or {}).get("record", {}).get("results") or {}
-    if ev:
-        lines.append("evaluation " + _eval_line(ev))
     return "\n".join(lines)
-
-
-def _eval_line(ev: dict[str, Any]) -> str:
-    a, b = ev.get("system_a", "A"), ev.get("system_b", "B")
-    counts = (f"wins/ties/losses {ev.get('wins', 0)}/{ev.get('ties', 0)}/{ev.get('losses', 0)}, "
-              f"{ev.get('invalid', 0)} unreadable verdicts, {ev.get('items', 0)} items")
-    if ev.get("win_rate") is None:
-        return f"{a} vs {b}: no readable judgments ({counts})"
-    ci = ev.get("ci95") or []
-    ci_text = f" (95% CI {ci[0]:.2f}-{ci[1]:.2f})" if len(ci) == 2 and None not in ci else ""
-    return f"win rate of {a} over {b}: {ev['win_rate']:.2f}{ci_text}; {counts}"

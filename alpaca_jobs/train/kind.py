@@ -71,7 +71,13 @@ def report_rows(rec: dict[str, Any]) -> list[tuple[str, str]]:
     return train_rows(rec)
 
 
+def _summary(rec: dict[str, Any]) -> tuple[str, str] | None:
+    from alpaca_jobs.ops.present import training_line
+
+    return training_line(rec)
+
+
 KIND = Kind(name="train", body="alpaca_jobs.train.worker:train_body", per_gpu=True,
             node_imports="alpaca_jobs, submitit, torch",
-            preflight=preflight, outputs=outputs, report_rows=report_rows, expected_hours=expected_hours,
+            summary=_summary, preflight=preflight, outputs=outputs, report_rows=report_rows, expected_hours=expected_hours,
             default_target_usd=STANFORD_TARGET_USD)
