@@ -567,3 +567,18 @@ def load_spec(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> 
             "GPUs; bf16 on CPU is 5-8x slower than fp32. Use a CPU layout (mixed_precision: no)"
         )
     return LoadedSpec(spec=spec, layout=layout, path=path, layout_path=layout_path)
+
+
+def builtin_spec(data: dict[str, Any], overrides: tuple[str, ...] | list[str] = (),
+                 origin: str = "<built-in>") -> LoadedSpec:
+    """A spec from data instead of a file (a command's defaults), with ``--set`` overrides and
+    the default layout; errors name ``origin``."""
+    import copy
+
+    data = copy.deepcopy(data)
+    for assignment in overrides:
+        apply_override(data, assignment)
+    spec: JobSpec = _validate(JobSpec, data, Path(origin))
+    if spec.image is None:
+        spec = spec.model_copy(update={"image": image_for(spec.job)})
+    return LoadedSpec(spec=spec, layout=Layout(), path=Path(origin), layout_path=Path(origin))

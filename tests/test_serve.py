@@ -36,7 +36,7 @@ def server_process(tmp: Path, env: dict[str, str], *args: str, port: int | None 
     port = port or _free_port()
     log = open(tmp / "server.log", "a")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "alpaca_jobs", "serve", "--port", str(port),
-                             "--flags-db", str(tmp / "flags.sqlite3"), *args], cwd=ROOT,
+                             "--set", f"serve.flags_db={tmp / 'flags.sqlite3'}", *args], cwd=ROOT,
                             env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     end = time.time() + 300
@@ -67,7 +67,7 @@ def running_server(tmp: Path, env: dict[str, str], *args: str):
 def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve")
     env = {"ALPACA_JOBS_API_KEYS": KEYS, "ALPACA_JOBS_WATERMARK_KEY": "test-watermark-key"}
-    with running_server(tmp, env, "--max-queue", "2", "--allow-unwatermarked") as base:
+    with running_server(tmp, env, "--set", "serve.max_queue=2", "--set", "serve.allow_unwatermarked=true") as base:
         yield {"base": base, "tmp": tmp}
 
 

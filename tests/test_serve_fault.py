@@ -55,7 +55,7 @@ def _write_flags(base: str, worker: int, acked: list, stop: threading.Event) -> 
 def test_sigkill_mid_stream_loses_no_acknowledged_flag(tmp_path, tiny_dir):
     acked: list[tuple[int, str]] = []
     stop, streaming = threading.Event(), threading.Event()
-    with server_process(tmp_path, ENV, "--model", str(tiny_dir), "--max-queue", "32") as (base, proc):
+    with server_process(tmp_path, ENV, "--model", str(tiny_dir), "--set", "serve.max_queue=32") as (base, proc):
         model = json.loads(call(base, "GET", "/readyz")[1])["model"]
         threads = [threading.Thread(target=_stream, args=(base, model, streaming)) for _ in range(3)]
         threads += [threading.Thread(target=_write_flags, args=(base, w, acked, stop)) for w in range(WRITERS)]

@@ -128,7 +128,7 @@ def problem(status: int, raw: bytes) -> str | None:
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory, tiny_dir):
     tmp = tmp_path_factory.mktemp("fuzz")
-    with running_server(tmp, ENV, "--model", str(tiny_dir), "--max-queue", "64") as base:
+    with running_server(tmp, ENV, "--model", str(tiny_dir), "--set", "serve.max_queue=64") as base:
         yield base, tmp
 
 

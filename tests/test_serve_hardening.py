@@ -23,7 +23,7 @@ ENV = {"ALPACA_JOBS_API_KEYS": "", "ALPACA_JOBS_WATERMARK_KEY": "hardening-key"}
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory, tiny_dir):
     tmp = tmp_path_factory.mktemp("hardening")
-    with running_server(tmp, ENV, "--model", str(tiny_dir), "--max-queue", "32") as base:
+    with running_server(tmp, ENV, "--model", str(tiny_dir), "--set", "serve.max_queue=32") as base:
         model = json.loads(call(base, "GET", "/readyz")[1])["model"]
         yield {"base": base, "tmp": tmp, "model": model}
 

@@ -242,33 +242,44 @@ def models_prepare(preset: str, data: str) -> None:
     click.echo(resolve_base_model(f"preset:{preset}", data))
 
 
+# ServeConfig's own defaults, but on loopback: a server started by hand is not for the network
+SERVE_DEFAULTS = {"job": "serve", "name": "serve", "serve": {"host": "127.0.0.1"}}
+
+
 @main.command()
-@click.option("--model", help="a model directory (a run's model/); default: SmolLM2-135M-Instruct")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--watermark-gamma", default=0.25, show_default=True, type=float)
-@click.option("--watermark-delta", default=2.0, show_default=True, type=float)
+@click.argument("spec_path", metavar="[SPEC]", required=False, type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE", help="override a spec field (serve.*)")
+@click.option("--model", help="shorthand for --set serve.model=DIR (a run's model/)")
+@click.option("--host", help="shorthand for --set serve.host=HOST")
+@click.option("--port", type=click.IntRange(1, 65535), help="shorthand for --set serve.port=PORT")
 @click.option("--watermark-key-file", help="file holding the watermark key (or env ALPACA_JOBS_WATERMARK_KEY)")
 @click.option("--api-key-file", help="file of API keys, one per line (or env ALPACA_JOBS_API_KEYS)")
-@click.option("--flags-db", default="runs/flags.sqlite3", show_default=True)
-@click.option("--max-queue", default=16, show_default=True, type=click.IntRange(1, 10000))
-@click.option("--allow-unwatermarked", is_flag=True, help="let a request turn the watermark off")
-def serve(model, host, port, watermark_gamma, watermark_delta, watermark_key_file, api_key_file, flags_db,
-          max_queue, allow_unwatermarked) -> None:
-    """Serve a model: OpenAI-compatible API and web demo (watermark on, moderation, flags)."""
+def serve(spec_path: str | None, overrides: tuple[str, ...], model: str | None, host: str | None,
+          port: int | None, watermark_key_file: str | None, api_key_file: str | None) -> None:
+    """Serve a model here: OpenAI-compatible API and web demo (watermark on, moderation, flags).
+    Settings are a serve spec's (default: the serve section's defaults) plus --set overrides;
+    secrets come from files or the environment, never from the spec."""
     import logging
 
     import uvicorn
 
     from alpaca_jobs.serve.app import create_app
     from alpaca_jobs.serve.server import build_state
+    from alpaca_jobs.spec import builtin_spec, load_spec
 
+    sets = [*overrides, *(f"serve.{k}={v}" for k, v in (("model", model), ("host", host), ("port", port))
+                          if v is not None)]
+    loaded = load_spec(spec_path, sets) if spec_path else builtin_spec(SERVE_DEFAULTS, sets, "serve defaults")
+    if loaded.spec.job != "serve":
+        raise UserError(f"{spec_path}: job is {loaded.spec.job!r}; `alpaca-jobs serve` runs serve specs")
+    cfg = loaded.spec.serve
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    state = build_state(model, watermark_gamma, watermark_delta, watermark_key_file, api_key_file, flags_db,
-                        max_queue, allow_unwatermarked)
-    click.echo(f"serving {state.engine.name} on http://{host}:{port} "
+    state = build_state(cfg.model, cfg.watermark_gamma, cfg.watermark_delta, watermark_key_file, api_key_file,
+                        cfg.flags_db, cfg.max_queue, cfg.allow_unwatermarked, cfg.watermark_z_threshold,
+                        cfg.max_body_bytes)
+    click.echo(f"serving {state.engine.name} on http://{cfg.host}:{cfg.port} "
                f"({'API keys required' if state.api_keys else 'no API keys configured'})")
-    uvicorn.run(create_app(state), host=host, port=port, log_level="info", access_log=False)
+    uvicorn.run(create_app(state), host=cfg.host, port=cfg.port, log_level="info", access_log=False)
 
 
 def _run_here(spec_path: str, overrides: tuple[str, ...], run_id: str | None, job: str) -> dict:
@@ -336,9 +347,10 @@ def watermark() -> None:
 @watermark.command("detect")
 @click.argument("file", type=click.File("r"), default="-")
 @click.option("--model", help="the served model's directory (its tokenizer); default: SmolLM2")
-@click.option("--gamma", default=0.25, show_default=True, type=float)
+@click.option("--gamma", type=float, help="green-list fraction (default: the serve spec's)")
+@click.option("--z-threshold", type=float, help="z-score from which text counts as watermarked (default: the serve spec's)")
 @click.option("--key-file", help="the watermark key (or env ALPACA_JOBS_WATERMARK_KEY)")
-def watermark_detect(file, model, gamma, key_file) -> None:
+def watermark_detect(file, model, gamma, z_threshold, key_file) -> None:
     """Is FILE (or stdin) watermarked? Prints z-score, p-value and verdict as JSON."""
     import json
 
@@ -355,7 +367,12 @@ def watermark_detect(file, model, gamma, key_file) -> None:
     if not text.strip():
         raise UserError("no text to check: give a file or pipe text on stdin")
     vocab = cfg.get("vocab_size") or len(tok)
-    click.echo(json.dumps(detect_text(text, tok, WatermarkConfig(key=key, gamma=gamma), vocab).as_dict()))
+    from alpaca_jobs.spec import ServeConfig
+
+    serve_cfg = ServeConfig()  # the server's own settings unless given here
+    wm = WatermarkConfig(key=key, gamma=serve_cfg.watermark_gamma if gamma is None else gamma,
+                         z_threshold=serve_cfg.watermark_z_threshold if z_threshold is None else z_threshold)
+    click.echo(json.dumps(detect_text(text, tok, wm, vocab).as_dict()))
 
 
 @main.group()

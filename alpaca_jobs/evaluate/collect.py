@@ -90,10 +90,10 @@ def serve_model(model: str, max_new_tokens: int, log_dir: Path) -> Iterator[Endp
     key = secrets.token_urlsafe(24)
     key_env = f"ALPACA_JOBS_EVAL_SERVED_KEY_{port}"  # the Client reads keys from the environment
     log_dir.mkdir(parents=True, exist_ok=True)
-    args = [sys.executable, "-m", "alpaca_jobs", "serve", "--host", "127.0.0.1", "--port", str(port),
-            "--flags-db", str(log_dir / f"served-{port}-flags.sqlite3")]
+    args = [sys.executable, "-m", "alpaca_jobs", "serve", "--set", "serve.host=127.0.0.1",
+            "--set", f"serve.port={port}", "--set", f"serve.flags_db={log_dir / f'served-{port}-flags.sqlite3'}"]
     if model != DEFAULT_MODEL:
-        args += ["--model", model]
+        args += ["--set", f"serve.model={model}"]
     env = {**os.environ, "ALPACA_JOBS_API_KEYS": key, "ALPACA_JOBS_WATERMARK_KEY": secrets.token_hex(16)}
     log_path = log_dir / f"served-{port}.log"
     log.info("serving %s on 127.0.0.1:%d for this evaluation (log: %s)", model, port, log_path)
