@@ -81,9 +81,16 @@ def test_consolidated_model_loads_and_generates(baseline):
     from alpaca_jobs.serve.engine import Engine
 
     engine = Engine(model_dir, watermark=None)
+    from alpaca_jobs.common.template import format_prompt
+    from alpaca_jobs.spec import load_spec
+
+    pre = load_spec(ROOT / SPEC).spec.train.prompt
     prompt = engine.chat_prompt([{"role": "user", "content": "Name a fruit."}])
-    assert prompt.endswith("### Instruction:\nName a fruit.\n\n### Response:\n")
-    assert prompt.startswith(json.loads((model_dir / "alpaca_prompt.json").read_text())["preamble_no_input"])
+    assert prompt == engine.tok.bos_token + format_prompt("Name a fruit.", "", pre.preamble_with_input,
+                                                         pre.preamble_no_input)
+    with_input = engine.chat_prompt([{"role": "user", "content": "Translate."}], "Bonjour")
+    assert with_input.endswith("### Instruction:\nTranslate.\n\n### Input:\nBonjour\n\n### Response:\n")
+    assert pre.preamble_with_input in with_input  # the with-input template, not the input folded in
 
 
 def test_status_and_logs_commands(baseline, runs):

@@ -3,8 +3,8 @@
 Requests wait in a bounded queue and are decoded in batches of up to ``max_batch``
 (``batcher.py``); with ``max_queue`` requests queued or running, more get ``QueueFull``
 (HTTP 429) rather than unbounded memory. Prompt formats: a model with a chat template gets it for chat
-requests; Alpaca-tuned models (our training writes ``alpaca_prompt.json`` beside them) get
-the Alpaca format.
+requests (a model we trained has the Alpaca prompt as its template; a request's ``input``
+fills its with-input section); older directories with ``alpaca_prompt.json`` get that format.
 """
 
 from __future__ import annotations
@@ -55,13 +55,18 @@ class Engine:
         return self._waiting
 
     # -- prompts ---------------------------------------------------------------------------
-    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
-        if self.alpaca is None and self.tok.chat_template:
-            return self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        pre = self.alpaca or {}
+    def chat_prompt(self, messages: list[dict[str, str]], input_text: str = "") -> str:
+        """The model's own chat template (ours is the Alpaca prompt it was trained on, taking
+        ``input`` as the with-input section); else the Alpaca format for model directories from
+        before templates (``alpaca_prompt.json``) or without a template."""
+        if self.tok.chat_template:
+            return self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
+                                                input=input_text)
+        from alpaca_jobs.spec import PromptFormat
+
+        pre = {**PromptFormat().model_dump(), **(self.alpaca or {})}
         instruction = "\n\n".join(m["content"] for m in messages if m["role"] in ("system", "user"))
-        return format_prompt(instruction, "", pre.get("preamble_with_input", ""), pre.get(
-            "preamble_no_input", "Here is a task. Write a reply that carries out the task."))
+        return format_prompt(instruction, input_text, pre["preamble_with_input"], pre["preamble_no_input"])
 
     def encode(self, prompt: str, params: GenParams) -> list[int]:
         ids = self.tok.encode(prompt, add_special_tokens=not prompt.startswith(self.tok.bos_token or "\0"))

@@ -81,6 +81,8 @@ class CompletionRequest(_Sampling):
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
+    # Project-specific (not OpenAI): the Alpaca with-input section (the instruction's context).
+    input: Text | None = Field(None, max_length=MAX_TEXT)
 
 
 class ModerationRequest(_Req):

@@ -83,7 +83,7 @@ class OpenAIServing:
                          seed=req.seed, watermark=wm)
 
     def chat_prompt(self, req: p.ChatCompletionRequest) -> str:
-        return self.engine.chat_prompt([m.model_dump() for m in req.messages])
+        return self.engine.chat_prompt([m.model_dump() for m in req.messages], req.input or "")
 
     async def create(self, kind: Kind, prompt: str, req: p._Sampling,
                      disconnected: Any = None) -> BaseModel | AsyncIterator[str] | Gone:

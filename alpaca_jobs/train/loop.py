@@ -283,7 +283,7 @@ def _record_sharding(root, d: Dist, run_dir: Path) -> None:
 
 def _consolidate(root, tok, d: Dist, out: Path, prompt: dict[str, str], max_length: int) -> Path:
     """A plain HF directory (safetensors) on rank 0 that other tools take as it is: the prompt it
-    learned is its tokenizer's chat template (``alpaca_prompt.json`` stays for older servers)."""
+    learned is its tokenizer's chat template."""
     import shutil
 
     from alpaca_jobs.train.card import finish_tokenizer
@@ -296,7 +296,6 @@ def _consolidate(root, tok, d: Dist, out: Path, prompt: dict[str, str], max_leng
         root.lm.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
         finish_tokenizer(tok, prompt["preamble_with_input"], prompt["preamble_no_input"], max_length)
         tok.save_pretrained(tmp)
-        (tmp / "alpaca_prompt.json").write_text(json.dumps(prompt, indent=1) + "\n")
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
     dist.barrier()
