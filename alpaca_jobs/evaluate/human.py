@@ -42,15 +42,7 @@ def create_rating_app(items: list[Item], outputs: dict, names: tuple[str, str], 
     ready = [it for it in items if all(output_key(it.id, n) in outputs for n in names)]
     by_id = {it.id: it for it in ready}
     app = FastAPI(title="alpaca-jobs rating", docs_url=None, redoc_url=None, openapi_url=None)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException):
-        return _error(exc.status_code, str(exc.detail), "not_found" if exc.status_code == 404 else "http_error")
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError):
-        e = exc.errors()[0]
-        return _error(400, f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}")
+    _install_error_shapes(app)
 
     @app.get("/", response_class=HTMLResponse)
     async def page():
@@ -61,16 +53,7 @@ def create_rating_app(items: list[Item], outputs: dict, names: tuple[str, str], 
     async def next_item(rater: str = ""):
         if not RATER.match(rater):
             return _error(400, "rater: give a name of 1-40 letters, digits, '.', '_' or '-'")
-        done = store.rated(rater)
-        progress = {"rated": len(done & by_id.keys()), "total": len(ready)}
-        todo = next((it for it in ready if it.id not in done), None)
-        if todo is None:
-            return {"rater": rater, "item": None, "progress": progress}
-        left, right = left_right(seed, rater, todo.id, names)
-        shown = [outputs[output_key(todo.id, s)]["output"] for s in (left, right)]
-        return {"rater": rater, "progress": progress,
-                "item": {"id": todo.id, "instruction": todo.instruction, "input": todo.input,
-                         "outputs": shown}}
+        return _next_for(rater, ready, outputs, names, store, seed)
 
     @app.post("/api/ratings")
     async def rate(request: Request):
@@ -93,6 +76,31 @@ def create_rating_app(items: list[Item], outputs: dict, names: tuple[str, str], 
                 "raters": {r: len(v.keys() & by_id.keys()) for r, v in sorted(prefs.items())}}
 
     return app
+
+
+def _install_error_shapes(app: FastAPI) -> None:
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException):
+        return _error(exc.status_code, str(exc.detail), "not_found" if exc.status_code == 404 else "http_error")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError):
+        e = exc.errors()[0]
+        return _error(400, f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}")
+
+
+def _next_for(rater: str, ready: list[Item], outputs: dict, names: tuple[str, str], store: Ratings,
+              seed: int) -> dict:
+    """The rater's next unrated item, its two outputs in this rater's blind order."""
+    done = store.rated(rater)
+    progress = {"rated": len(done & {it.id for it in ready}), "total": len(ready)}
+    todo = next((it for it in ready if it.id not in done), None)
+    if todo is None:
+        return {"rater": rater, "item": None, "progress": progress}
+    left, right = left_right(seed, rater, todo.id, names)
+    shown = [outputs[output_key(todo.id, s)]["output"] for s in (left, right)]
+    return {"rater": rater, "progress": progress,
+            "item": {"id": todo.id, "instruction": todo.instruction, "input": todo.input, "outputs": shown}}
 
 
 async def _read_limited(request: Request) -> dict | JSONResponse:

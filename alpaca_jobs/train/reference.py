@@ -62,7 +62,7 @@ def trainer_losses(loaded: LoadedSpec, model, tok, examples: list[Example], out_
     """
     import time
 
-    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers import Trainer, TrainerCallback
 
     cfg = loaded.spec.train
     total_steps = cfg.epochs * math.ceil(len(examples) / cfg.global_batch_size)
@@ -82,16 +82,7 @@ def trainer_losses(loaded: LoadedSpec, model, tok, examples: list[Example], out_
             on_batch(padded)
         return padded
 
-    args = TrainingArguments(
-        output_dir=str(out_dir), per_device_train_batch_size=cfg.micro_batch_size,
-        gradient_accumulation_steps=accum, learning_rate=cfg.learning_rate,
-        num_train_epochs=cfg.epochs, max_steps=max_steps or -1, lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
-        adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2, adam_epsilon=cfg.adam_epsilon,
-        optim="adamw_torch", seed=cfg.seed, use_cpu=not torch.cuda.is_available(), report_to=[],
-        logging_steps=1, save_strategy="no", remove_unused_columns=False, disable_tqdm=True,
-        dataloader_num_workers=0, bf16=bf16, **(training_args or {}),
-    )
+    args = _arguments(cfg, out_dir, accum, max_steps, bf16, training_args or {})
 
     class PlanTrainer(Trainer):
         def _get_train_sampler(self, *a, **k):
@@ -106,6 +97,23 @@ def trainer_losses(loaded: LoadedSpec, model, tok, examples: list[Example], out_
     trainer.train()
     seconds = time.perf_counter() - t0
     expected = total_steps if not max_steps else min(max_steps, total_steps)
-    assert len(losses) == expected, f"Trainer logged {len(losses)} losses, expected {expected}"
-    assert all(math.isfinite(x) for x in losses)
+    assert len(losses) == expected and all(math.isfinite(x) for x in losses), \
+        f"Trainer logged {len(losses)} losses, expected {expected} finite ones"
     return losses, seconds, tokens[0]
+
+
+def _arguments(cfg: Any, out_dir: Path, accum: int, max_steps: int | None, bf16: bool,
+               extra: dict[str, Any]):
+    """The recipe's TrainingArguments (the Alpaca hyperparameters of the spec)."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(out_dir), per_device_train_batch_size=cfg.micro_batch_size,
+        gradient_accumulation_steps=accum, learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.epochs, max_steps=max_steps or -1, lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
+        adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2, adam_epsilon=cfg.adam_epsilon,
+        optim="adamw_torch", seed=cfg.seed, use_cpu=not torch.cuda.is_available(), report_to=[],
+        logging_steps=1, save_strategy="no", remove_unused_columns=False, disable_tqdm=True,
+        dataloader_num_workers=0, bf16=bf16, **extra,
+    )
