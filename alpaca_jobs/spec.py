@@ -133,6 +133,9 @@ class TrainConfig(_Strict):
     progress_every_seconds: float = Field(
         10.0, gt=0, le=86_400, description="rank 0 logs a progress line (step n/N, loss, tokens/s, "
         "ETA, cost so far) this often when its stdout is not a terminal; on one it draws a bar")
+    trackers: list[Literal["tensorboard", "wandb"]] = Field(
+        default_factory=list, description="experiment trackers rank 0 logs each step to "
+        "(accelerate's: TensorBoard under <run dir>/tensorboard, W&B when installed)")
     prompt: PromptFormat = Field(default_factory=PromptFormat)
 
 

@@ -267,3 +267,21 @@ def test_the_model_directory_works_in_plain_transformers(baseline):
     card = (model_dir / "README.md").read_text()
     rec = json.loads((run_dir / "run.json").read_text())
     assert f"run `{rec['run_id']}`" in card and "GPU-hours" in card and cfg.data in card
+
+
+def test_tensorboard_tracker_logs_each_step(runs):
+    """train.trackers=[tensorboard]: rank 0 logs every step's loss through accelerate's tracker;
+    the event file holds exactly the losses of metrics.jsonl."""
+    import json
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    proc = cli("submit", SPEC, "--set", f"runs_dir={runs}", "--run-id", "tracked", "--set", "train.max_steps=3",
+               "--set", "train.trackers=[tensorboard]")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    logged = [json.loads(x)["loss"] for x in (runs / "tracked" / "metrics.jsonl").read_text().splitlines()]
+    events = EventAccumulator(str(next((runs / "tracked" / "tensorboard").rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    scalars = events.Scalars("loss")
+    assert [s.step for s in scalars] == [1, 2, 3]
+    assert [round(s.value, 4) for s in scalars] == [round(x, 4) for x in logged]

@@ -195,6 +195,12 @@ class _Trainer:
         self.ckpt = checkpoint.Checkpointer(run_dir, d.rank, d.ckpt_group, self.cfg.keep_checkpoints)
         self.pending: _Pending | None = None
         self.t_prev = time.perf_counter()
+        self.trackers = None
+        if d.main and self.cfg.trackers:
+            from alpaca_jobs.train.trackers import Trackers
+
+            hparams = {k: v for k, v in self.cfg.model_dump().items() if isinstance(v, int | float | str)}
+            self.trackers = Trackers(self.cfg.trackers, run_dir, run_dir.name, hparams)
 
     def run(self, state: LoopState, stop: StopFlag, meter: UsageMeter) -> str:
         start, last_ckpt = state.step, time.monotonic()
@@ -255,6 +261,9 @@ class _Trainer:
                    "step_seconds": round(seconds, 6)}
             _append_metrics(self.metrics, row)
             self.progress.step(p.step, loss, seconds, p.host["tokens"])
+            if self.trackers is not None:
+                self.trackers.log({"loss": loss, "lr": p.host["lr"], "grad_norm": norm,
+                                   "tokens_per_second": p.host["tokens"] / max(seconds, 1e-9)}, p.step)
 
     def checkpoint(self, state: LoopState, wait: bool) -> None:
         self.finish_pending(state)  # the metrics log must reach the checkpointed step
@@ -375,6 +384,8 @@ def run(loaded: LoadedSpec, run_dir: Path, stop: StopFlag, meter: UsageMeter) ->
     finally:
         feeder.close()
         progress.close(phase="training ended")
+        if trainer.trackers is not None:
+            trainer.trackers.finish()
     model_dir = None
     if status == "completed":
         progress.phase("saving the consolidated model")
