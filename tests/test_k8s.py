@@ -334,3 +334,13 @@ def test_pipeline_chain_runs_as_kubernetes_jobs(ns, tmp_path):
     assert kinds == {"generate": 1, "train": 1, "evaluate": 1}
     assert subprocess.run(["kubectl", "-n", ns, "get", "deployment", "kp-serve"], capture_output=True).returncode == 0
     assert cli("cancel", "kp-serve", "--runs-dir", str(tmp_path / "runs")).returncode == 0
+
+
+def test_logs_follow_streams_the_pod_log_to_the_end(ns, tmp_path):
+    """`logs -f` on Kubernetes reads the pod's log through the client's streaming follow and
+    returns when the run ends."""
+    assert _submit(tmp_path, ns, "k8s-follow", "train.max_steps=4").returncode == 0
+    proc = cli("logs", "k8s-follow", "--runs-dir", str(tmp_path), "-f", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "training completed at step 4/4" in proc.stdout
+    assert proc.stdout.count("training from step 0 of 4") == 1  # streamed once, not re-read

@@ -127,6 +127,11 @@ class Backend(ABC):
                  if p.is_file()]
         return "".join(parts)
 
+    def follow(self, handle: JobHandle):
+        """For backends that stream logs (None here: followers read ``log_paths`` by offset):
+        an iterator of log text that ends when the worker's output ends."""
+        return None
+
     @abstractmethod
     def cancel(self, handle: JobHandle) -> str | None:
         """Stop the job (its workers checkpoint first); what was done, in a line."""

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from alpaca_jobs.backends import k8s_objects as objs
-from alpaca_jobs.backends.base import Backend, JobHandle, Submission
+from alpaca_jobs.backends.base import ACTIVE_STATES, Backend, JobHandle, Submission
 from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.spec import LoadedSpec
 
@@ -243,6 +243,30 @@ class K8sBackend(Backend):
                 return text
         kept = sorted(_kept_logs_dir(handle).glob("*.log"), key=lambda p: p.stat().st_mtime)
         return kept[-1].read_text(errors="replace") if kept else ""
+
+    def follow(self, handle: JobHandle):
+        """The running pod's log as it is written: the client's streaming ``follow=True`` read
+        (no re-reading of the whole log). Waits for the pod to start; None once the run ended."""
+        client = _api()
+        from kubernetes.client.rest import ApiException
+
+        ns, _, name = self._parse(handle)
+        core = client.CoreV1Api()
+        while self.status(handle) in ACTIVE_STATES:
+            pods = [p for p in core.list_namespaced_pod(ns, label_selector=f"alpaca-jobs/run-id={name}").items
+                    if p.status.phase in ("Running", "Succeeded", "Failed")]
+            if pods:
+                pod = max(pods, key=lambda p: p.metadata.creation_timestamp)
+                try:
+                    resp = core.read_namespaced_pod_log(pod.metadata.name, ns, follow=True,
+                                                        _preload_content=False)
+                except ApiException as exc:
+                    if exc.status not in (400, 404):
+                        raise _server_error(exc) from None
+                else:
+                    return (chunk.decode(errors="replace") for chunk in resp.stream())
+            time.sleep(1.0)
+        return None
 
     def cancel(self, handle: JobHandle) -> str:
         """Suspend (a Job) or scale to 0 (a Deployment); the object, its status and the pods'

@@ -238,6 +238,13 @@ def follow_logs(backend, handle, rank: int | None, follow: bool, echo=click.echo
 
     check_rank(handle, rank)
     tail, shown, prefix = Tail(), 0, rank is None and handle.ranks > 1
+    stream = backend.follow(handle) if follow and not backend.log_paths(handle) else None
+    if stream is not None:  # a backend that streams (Kubernetes): print as it comes
+        for chunk in stream:
+            echo(chunk, nl=False)
+            shown += len(chunk)
+            if on_poll is not None:
+                on_poll()
     while True:
         state = backend.status(handle) if follow else "DONE"
         paths = backend.log_paths(handle)
