@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -52,14 +51,15 @@ class RunRow:
     started: str
     gpu_hours: float | None = None
     cost_usd: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def collect_runs(runs_dir: Path, live: bool = True) -> list[RunRow]:
     """Ledger records, then submitted runs with no record yet (their state asked of the backend
     when ``live``), newest first."""
     rows: dict[str, RunRow] = {}
-    for rec in _ledger_records(runs_dir):
+    from alpaca_jobs.ops.ledger import records_in
+
+    for rec in records_in(runs_dir):
         rows[rec["run_id"]] = RunRow(rec["run_id"], rec["job"], rec["backend"], rec["status"].upper(),
                                      rec.get("started_at", ""), rec.get("gpu_hours"),
                                      rec.get("cost_usd", 0.0) + rec.get("api_cost_usd", 0.0))
@@ -74,16 +74,6 @@ def _active() -> set[str]:
     from alpaca_jobs.backends.base import ACTIVE_STATES
 
     return ACTIVE_STATES
-
-
-def _ledger_records(runs_dir: Path) -> list[dict[str, Any]]:
-    from alpaca_jobs.ops import ledger
-
-    path = ledger.ledger_path(runs_dir=runs_dir)
-    if not path.is_file():
-        return []
-    with ledger.connect(path, create=False) as conn:
-        return ledger.records(conn)
 
 
 def _row_of_handle(run_dir: Path, live: bool) -> RunRow | None:
@@ -123,13 +113,10 @@ def _kind_of(run_dir: Path) -> str:
 
 def age(iso: str, now: float | None = None) -> str:
     """'3m', '2h', '5d' since an ISO-8601 UTC time ('-' when unknown)."""
-    from calendar import timegm
-
-    try:
-        then = timegm(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ"))
-    except (TypeError, ValueError):
+    ago = _seconds_ago(iso, now)
+    if ago is None:
         return "-"
-    secs = max(0, int((now or time.time()) - then))
+    secs = max(0, int(ago))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if secs >= size:
             return f"{secs // size}{unit}"
@@ -174,7 +161,7 @@ def list_runs(runs_dir: str | None, kind: str | None, cluster: str | None, state
     rows = collect_runs(runs_dir_of(runs_dir))
     if since:
         horizon = _since_seconds(since)
-        rows = [r for r in rows if age(r.started) != "-" and _seconds_ago(r.started) <= horizon]
+        rows = [r for r in rows if (ago := _seconds_ago(r.started)) is not None and ago <= horizon]
     rows = [r for r in rows if (not kind or r.kind == kind) and (not cluster or r.cluster == cluster)
             and (not state or r.state.split()[0] == state.upper())][:limit]
     if not rows:
@@ -184,10 +171,13 @@ def list_runs(runs_dir: str | None, kind: str | None, cluster: str | None, state
     print_runs(rows)
 
 
-def _seconds_ago(iso: str) -> float:
+def _seconds_ago(iso: str, now: float | None = None) -> float | None:
     from calendar import timegm
 
-    return time.time() - timegm(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ"))
+    try:
+        return (now or time.time()) - timegm(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ"))
+    except (TypeError, ValueError):
+        return None
 
 
 # --- logs ------------------------------------------------------------------------------

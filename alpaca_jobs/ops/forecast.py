@@ -75,15 +75,11 @@ def forecast(loaded: Any, ledger_records: list[dict[str, Any]]) -> Forecast:
 
 
 def ledger_records(runs_dir: Path) -> list[dict[str, Any]]:
-    """Every finished run's record in the ledger of ``runs_dir`` (none when there is no ledger)."""
+    """The ledger's records for an estimate; an unreadable ledger gives no estimate, not an error."""
     from alpaca_jobs.ops import ledger
 
-    path = ledger.ledger_path(runs_dir=runs_dir)
-    if not path.is_file():
-        return []
     try:
-        with ledger.connect(path, create=False) as conn:
-            return ledger.records(conn)
+        return ledger.records_in(runs_dir)
     except UserError:
         return []
 

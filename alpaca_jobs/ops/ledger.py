@@ -171,6 +171,16 @@ def records(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     return [json.loads(r["record"]) for r in rows]
 
 
+def records_in(runs_dir: Path) -> list[dict[str, Any]]:
+    """Every run's record in the ledger of ``runs_dir``, oldest first (none without a ledger).
+    A file there that is not a ledger is a UserError naming it."""
+    path = ledger_path(runs_dir=runs_dir)
+    if not path.is_file():
+        return []
+    with connect(path, create=False) as conn:
+        return records(conn)
+
+
 def scan(runs_dir: Path) -> list[dict[str, Any]]:
     """The records of ``<runs_dir>/*/run.json`` (unreadable ones are skipped with a warning)."""
     from alpaca_jobs.ops.record import RECORD_FILE
