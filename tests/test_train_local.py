@@ -164,6 +164,30 @@ def test_sigterm_checkpoints_and_resume_is_exact(baseline, runs):
     assert rec["status"] == "completed" and rec["attempts"] == 2
 
 
+def test_one_process_trains_unsharded_and_resumes_exactly(baseline, runs):
+    """One process at one precision: no FSDP wrapping (it would shard nothing), the same
+    losses as the 2-process FSDP baseline, and checkpoints of the plain model resume exactly."""
+    one = ("--set", "resources.processes_per_node=1")
+    whole = cli("submit", SPEC, "--set", f"runs_dir={runs}", "--run-id", "one-whole", *one)
+    assert whole.returncode == 0, whole.stderr
+    row = json.loads((runs / "one-whole" / "sharding" / "rank0.json").read_text())
+    assert row["world"] == 1 and row["distributed_type"] == "NO"
+    assert row["local_numel"] == row["global_numel"]
+    reference = _losses(runs / "one-whole")
+    worst = max(abs(a - b) / abs(b) for a, b in zip(reference, _losses(baseline[0]), strict=True))
+    assert worst < 1e-4, f"1 process vs 2: worst relative loss difference {worst:.2e}"
+
+    run_dir = _start(runs, "one-cut", *one)
+    _wait_for(lambda: len(metrics(run_dir)) >= 6, what="6 steps")
+    assert cli("cancel", "one-cut", "--runs-dir", str(runs)).returncode == 0
+    _wait_for(lambda: "INTERRUPTED" in cli("status", "one-cut", "--runs-dir", str(runs)).stdout,
+              what="INTERRUPTED")
+    assert len(metrics(run_dir)) < 33
+    again = cli("submit", SPEC, "--set", f"runs_dir={runs}", "--run-id", "one-cut", *one)
+    assert again.returncode == 0 and "resuming from its last checkpoint" in again.stdout, again.stderr
+    assert _losses(run_dir) == reference  # bit-exact
+
+
 def _children(pid: int) -> list[int]:
     out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):

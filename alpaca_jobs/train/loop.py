@@ -275,7 +275,7 @@ class _Trainer:
         self.t_prev = time.perf_counter()  # checkpoint time is not step time
 
 
-def _record_sharding(root, d: Dist, run_dir: Path) -> None:
+def _record_sharding(root, d: Dist, run_dir: Path, distributed_type: str) -> None:
     """Fail closed if the parameters are not sharded; write what this process holds."""
     from torch.distributed.tensor import DTensor
 
@@ -284,7 +284,7 @@ def _record_sharding(root, d: Dist, run_dir: Path) -> None:
     if d.world > 1 and not all(isinstance(p, DTensor) for p in root.parameters()):
         raise RuntimeError("expected every parameter to be an FSDP2-sharded DTensor")
     local, total = local_and_global_numel(root)
-    row = {"rank": d.rank, "world": d.world, "distributed_type": "FSDP", "local_numel": local,
+    row = {"rank": d.rank, "world": d.world, "distributed_type": distributed_type, "local_numel": local,
            "global_numel": total}
     (run_dir / "sharding").mkdir(parents=True, exist_ok=True)
     checkpoint.atomic_write(run_dir / "sharding" / f"rank{d.rank}.json", json.dumps(row))
@@ -330,20 +330,25 @@ def _prepare(loaded: LoadedSpec, base: Path, d: Dist, progress: Progress):
         log.warning("layout.compile: not compiling with per_sequence attention (no varlen or flex here)")
         compiled = False
 
+    sharded = []
+
     def shard_fn(root):
         attention.install(root.lm, impl)
         if layout.fsdp_config.fsdp_activation_checkpointing:
             # Recompute each decoder layer's activations in backward (transformers' own hook).
             root.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        shard(root, root.decoder_layers(layout.fsdp_config.fsdp_transformer_layer_cls_to_wrap),
-              layout, d, compiled)
+        sharded.append(shard(root, root.decoder_layers(layout.fsdp_config.fsdp_transformer_layer_cls_to_wrap),
+                             layout, d, compiled))
 
     root, num_params, matmul_params = load_sharded(base, tok, d, shard_fn)
-    progress.phase(f"model ready: {num_params:,} parameters sharded over {d.world} process(es) "
+    how = (f"sharded over {d.world} process(es)" if sharded[0]
+           else "in one process, unsharded (FSDP would shard nothing)")
+    progress.phase(f"model ready: {num_params:,} parameters {how} "
                    f"({impl} attention{', compiled' if compiled else ''}); tokenizing {cfg.data}")
     preambles = (cfg.prompt.preamble_with_input, cfg.prompt.preamble_no_input)
     examples, stats = build_examples(cfg.data, tok, cfg.max_length, preambles)
-    details = {"attention": impl, "compiled": compiled, "flop_params": matmul_params}
+    details = {"attention": impl, "compiled": compiled, "flop_params": matmul_params,
+               "distributed_type": "FSDP" if sharded[0] else "NO"}
     return tok, root, num_params, examples, stats, details
 
 
@@ -364,7 +369,7 @@ def run(loaded: LoadedSpec, run_dir: Path, stop: StopFlag, meter: UsageMeter) ->
     d = init_distributed()
     torch.manual_seed(cfg.seed)
     tok, root, num_params, examples, stats, details = _prepare(loaded, base, d, progress)
-    _record_sharding(root, d, run_dir)
+    _record_sharding(root, d, run_dir, details["distributed_type"])
     plan = StepPlan([len(e.input_ids) for e in examples], cfg.global_batch_size, d.world,
                     cfg.tokens_per_micro_step, cfg.epochs, cfg.seed, cfg.max_steps)
     optimizer = _optimizer(root, loaded, d.device)
