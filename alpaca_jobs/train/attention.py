@@ -238,12 +238,14 @@ def _per_sequence_attention(module: torch.nn.Module, query: torch.Tensor, key: t
     if doc_lengths is None:
         raise _missing("per_sequence", "doc_lengths")
     gqa = key.shape[1] != query.shape[1]
-    outs = []
-    # Python ints: slicing needs no sync, and each SDPA call is causal over one document only.
-    for start, end in _spans(doc_lengths):
-        outs.append(F.scaled_dot_product_attention(
-            query[:, :, start:end], key[:, :, start:end], value[:, :, start:end],
-            dropout_p=dropout, is_causal=True, scale=scaling, enable_gqa=gqa))
+    # Python ints: splitting needs no sync, and each SDPA call is causal over one document only.
+    # split, not one slice per document: a slice's backward writes its gradient into a zeroed
+    # copy of the whole row (documents x row memory traffic); split's backward is one cat.
+    sizes = [int(n) for n in doc_lengths]
+    outs = [F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, scale=scaling,
+                                           enable_gqa=gqa)
+            for q, k, v in zip(query.split(sizes, dim=2), key.split(sizes, dim=2),
+                               value.split(sizes, dim=2), strict=True)]
     out = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
     return out.transpose(1, 2).contiguous(), None
 
