@@ -258,3 +258,51 @@ def test_training_run_leaves_a_loss_curve_and_a_summary(terminal_run):
     assert base64.b64decode(inline) == (run_dir / "loss.png").read_bytes()
     prom = _prom(tmp / "textfile" / "alpaca_tty.prom")
     assert prom[("alpaca_job_status", "completed")] == 1.0
+
+
+@pytest.mark.integration
+def test_the_pipeline_draws_a_stage_bar_on_a_terminal(tmp_path, monkeypatch):
+    """A pipeline waiting on a training stage (real local run) shows the stage's states and,
+    on a terminal, its progress bar under them; off a terminal only the state lines."""
+    import threading
+
+    from alpaca_jobs.backends import get_backend
+    from alpaca_jobs.pipeline.run import Pipeline, StageRun, _follow
+    from alpaca_jobs.spec import load_spec
+
+    monkeypatch.setenv("ALPACA_JOBS_LEDGER", str(tmp_path / "ledger.sqlite3"))
+    backend = get_backend("local")
+    loaded = load_spec(SPEC, [f"runs_dir={tmp_path / 'runs'}", "train.max_steps=8"])
+    sub = backend.render(loaded, "p-train")
+    handle = backend.submit(sub)
+    pipe = Pipeline("p", SPEC, "local", tmp_path / "pipe",
+                    {"train": StageRun("train", "p-train", str(sub.run_dir), "local")})
+    master, slave = _openpty()
+    chunks: list[str] = []
+    done = threading.Event()
+
+    def drain() -> None:  # the terminal's reader: a full pty would block the writer
+        while not done.is_set():
+            chunks.append(_read_pty(master))
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    said: list[str] = []
+    with open(slave, "w", closefd=True) as term, monkeypatch.context() as m:
+        m.setattr(sys, "stdout", term)
+        ok = _follow(backend, handle, "train", pipe, said.append, poll=0.2)
+        term.flush()
+    done.set()
+    reader.join(timeout=5)
+    chunks.append(_read_pty(master))
+    os.close(master)
+    out = "".join(chunks)
+    assert ok and pipe.stages["train"].status == "COMPLETED"
+    assert said == []  # on a terminal the lines go above the bar, not through echo
+    assert "[train] COMPLETED" in out, out
+    bars = [m for m in map(BAR.search, out.replace("\r", "\n").splitlines()) if m]
+    assert bars and bars[-1].group(1) == bars[-1].group(2) == "8", out
+
+    said.clear()  # off a terminal: the states through echo, no bar
+    again = _follow(backend, handle, "train", pipe, said.append, poll=0.2)
+    assert again and said == ["[train] COMPLETED"]

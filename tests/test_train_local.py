@@ -309,3 +309,45 @@ def test_tensorboard_tracker_logs_each_step(runs):
     scalars = events.Scalars("loss")
     assert [s.step for s in scalars] == [1, 2, 3]
     assert [round(s.value, 4) for s in scalars] == [round(x, 4) for x in logged]
+
+
+def test_a_running_training_job_pushes_its_steps_and_loss(runs, tmp_path):
+    """The live metric pushes of a train job carry the steps done, the total and the latest loss
+    while it runs (node_exporter textfile sink), and the final record replaces them."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from alpaca_jobs.ops import metrics as prom_metrics
+
+    textfiles = tmp_path / "textfile"
+    env = {prom_metrics.TEXTFILE_DIR_ENV: str(textfiles), "ALPACA_JOBS_METRICS_INTERVAL": "0.3"}
+    proc = cli("submit", SPEC, "--set", f"runs_dir={runs}", "--run-id", "live", "--no-wait", env=env)
+    assert proc.returncode == 0, proc.stderr
+    prom = prom_metrics.textfile_path(textfiles, "live")
+
+    def sample() -> dict:
+        try:
+            text = prom.read_text()
+        except FileNotFoundError:
+            return {}
+        return {(s.name, s.labels.get("status")): s.value
+                for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+    seen: list[dict] = []
+
+    def running_with_steps() -> bool:
+        s = sample()
+        if s.get(("alpaca_job_status", "running")) == 1.0 and s.get(("alpaca_job_steps", None), 0) >= 2:
+            seen.append(s)
+            return True
+        return False
+
+    _wait_for(running_with_steps, timeout=300, what="a running push with steps")
+    live = seen[0]
+    assert live[("alpaca_job_total_steps", None)] == 33
+    assert 2 <= live[("alpaca_job_steps", None)] < 33
+    assert 0 < live[("alpaca_job_loss", None)] < 20 and live[("alpaca_job_tokens_trained_total", None)] > 0
+    _wait_for(lambda: sample().get(("alpaca_job_status", "completed")) == 1.0, timeout=300, what="completed")
+    final = sample()
+    rec = json.loads((runs / "live" / "run.json").read_text())
+    assert final[("alpaca_job_steps", None)] == 33
+    assert final[("alpaca_job_loss", None)] == pytest.approx(rec["final_loss"])

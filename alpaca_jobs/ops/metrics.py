@@ -103,6 +103,11 @@ FAMILIES: list[tuple[bool, str, str, Callable[[dict[str, Any]], float | None]]] 
     (False, "alpaca_job_last_success_timestamp_seconds", "When the run completed (Unix time)", _succeeded_at),
     (True, "alpaca_job_tokens_trained", "Tokens computed in training",  # runs that train
      lambda r: float(r.get("tokens_trained", 0)) if r.get("total_steps") else None),
+    (False, "alpaca_job_steps", "Optimizer steps done (live while a training run runs)",
+     lambda r: r.get("steps") if r.get("total_steps") else None),
+    (False, "alpaca_job_total_steps", "Optimizer steps the training run will take",
+     lambda r: r.get("total_steps") or None),
+    (False, "alpaca_job_loss", "Training loss of the latest step", lambda r: r.get("final_loss")),
 ]
 
 

@@ -218,16 +218,27 @@ def _finished(run_dir: Path) -> bool:
     return bool(rec and rec.get("status") == "completed")
 
 
-def _follow(backend, handle: JobHandle, stage: str, pipe: Pipeline, echo) -> bool:
+def _follow(backend, handle: JobHandle, stage: str, pipe: Pipeline, echo, poll: float = 2.0) -> bool:
+    """Wait for a stage to end, saying each state it passes through; on a terminal, the stage's
+    progress bar (from its ``progress.json``, as ``submit`` draws it) stays under those lines."""
+    from alpaca_jobs.train.progress import Follower
+
+    screen = Follower(Path(handle.run_dir))
+    say = (lambda text: screen.feed(text + "\n")) if screen.enabled else echo
     last = ""
-    while True:
-        state = backend.status(handle)
-        if state != last:
-            echo(f"[{stage}] {state}")
-            last = state
-        if state not in ACTIVE_STATES and state != "SUBMITTED":
-            break
-        time.sleep(2.0)
+    try:
+        while True:
+            state = backend.status(handle)
+            if state != last:
+                say(f"[{stage}] {state}")
+                last = state
+            if state not in ACTIVE_STATES and state != "SUBMITTED":
+                break
+            if screen.enabled:
+                screen.feed("")  # redraw the bar
+            time.sleep(poll)
+    finally:
+        screen.close()
     backend.finalize(handle)
     pipe.stages[stage].status = state
     pipe.save()

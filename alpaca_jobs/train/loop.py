@@ -187,13 +187,14 @@ class _Trainer:
 
     def __init__(self, loaded: LoadedSpec, run_dir: Path, d: Dist, root, optimizer, scheduler,
                  plan: StepPlan, feeder: Feeder, targets: list[int], impl: str,
-                 progress: Progress) -> None:
+                 progress: Progress, live: dict[str, Any]) -> None:
         self.cfg, self.run_dir, self.d, self.progress = loaded.spec.train, run_dir, d, progress
         self.root, self.optimizer, self.scheduler = root, optimizer, scheduler
         self.plan, self.feeder, self.targets, self.impl = plan, feeder, targets, impl
         self.metrics = run_dir / "metrics.jsonl"
         self.ckpt = checkpoint.Checkpointer(run_dir, d.rank, d.ckpt_group, self.cfg.keep_checkpoints)
         self.pending: _Pending | None = None
+        self.live = live  # the job's partial record fields, which the live metric pushes read
         self.t_prev = time.perf_counter()
         self.trackers = None
         if d.main and self.cfg.trackers:
@@ -204,6 +205,7 @@ class _Trainer:
 
     def run(self, state: LoopState, stop: StopFlag, meter: UsageMeter) -> str:
         start, last_ckpt = state.step, time.monotonic()
+        self.publish(state, state.step)
         interval = self.cfg.checkpoint_interval_minutes * 60
         while state.step < self.plan.total_steps:
             if (state.step - start) % AGREE_EVERY == 0:
@@ -261,9 +263,21 @@ class _Trainer:
                    "step_seconds": round(seconds, 6)}
             _append_metrics(self.metrics, row)
             self.progress.step(p.step, loss, seconds, p.host["tokens"])
+            self.publish(state, p.step)
             if self.trackers is not None:
                 self.trackers.log({"loss": loss, "lr": p.host["lr"], "grad_norm": norm,
                                    "tokens_per_second": p.host["tokens"] / max(seconds, 1e-9)}, p.step)
+
+    def publish(self, state: LoopState, done: int) -> None:
+        """The record fields of a run in progress: the live pushes show them while it runs, and
+        a run that fails keeps them. The keys never change after the first call (another thread
+        reads the dict), and the counters include the step queued after ``done``."""
+        self.live.update(
+            steps=done, total_steps=self.plan.total_steps, tokens_trained=state.tokens,
+            target_tokens_trained=state.target_tokens, train_loop_seconds=round(state.loop_seconds, 3),
+            checkpoint_seconds=round(state.checkpoint_seconds, 3),
+            first_loss=state.losses[0] if state.losses else None,
+            final_loss=state.losses[-1] if state.losses else None)
 
     def checkpoint(self, state: LoopState, wait: bool) -> None:
         self.finish_pending(state)  # the metrics log must reach the checkpointed step
@@ -352,8 +366,10 @@ def _prepare(loaded: LoadedSpec, base: Path, d: Dist, progress: Progress):
     return tok, root, num_params, examples, stats, details
 
 
-def run(loaded: LoadedSpec, run_dir: Path, stop: StopFlag, meter: UsageMeter) -> TrainResult:
-    """Train to the end (or until told to stop), checkpointing on the way."""
+def run(loaded: LoadedSpec, run_dir: Path, stop: StopFlag, meter: UsageMeter,
+        live: dict[str, Any] | None = None) -> TrainResult:
+    """Train to the end (or until told to stop), checkpointing on the way; ``live`` (the job's
+    partial record) is kept current with the steps, tokens and loss so far."""
     from alpaca_jobs.train.fsdp import init_distributed
     from alpaca_jobs.train.models import resolve_base_model
 
@@ -380,7 +396,8 @@ def run(loaded: LoadedSpec, run_dir: Path, stop: StopFlag, meter: UsageMeter) ->
     feeder = Feeder(plan, examples, d.rank, tok.pad_token_id, PAD_MULTIPLE if details["compiled"] else 1)
     root.train()
     trainer = _Trainer(loaded, run_dir, d, root, optimizer, scheduler, plan, feeder,
-                       [e.num_targets for e in examples], details["attention"], progress)
+                       [e.num_targets for e in examples], details["attention"], progress,
+                       {} if live is None else live)
     progress.phase(f"training from step {state.step} of {plan.total_steps}"
                    + (" (the first steps compile the model)" if details["compiled"] else ""))
     progress.start(state.step, plan.total_steps)

@@ -16,7 +16,7 @@ def train_body(job) -> Any:
     from alpaca_jobs.job import Outcome
     from alpaca_jobs.train import loop
 
-    result = loop.run(job.loaded, job.run_dir, job.stop, job.meter)
+    result = loop.run(job.loaded, job.run_dir, job.stop, job.meter, job.partial)
     job.meter.tick(force=True)
     import torch.distributed as dist
 
