@@ -153,6 +153,11 @@ def test_the_openapi_schema_documents_the_models(srv):
     schema = json.loads(call(srv["base"], "GET", "/openapi.json")[1])
     names = set(schema["components"]["schemas"])
     assert {"CompletionRequest", "CompletionResponse", "ChatCompletionResponse", "ErrorResponse"} <= names
+    # Integer bounds exact, as pydantic states them (FastAPI's models made them floats: 2**63).
+    seed = next(x for x in schema["components"]["schemas"]["CompletionRequest"]["properties"]["seed"]["anyOf"]
+                if x.get("type") == "integer")
+    assert (seed["minimum"], seed["maximum"]) == (0, 2**63 - 1)
+    assert type(seed["maximum"]) is int and type(seed["minimum"]) is int
 
 
 # -- the batcher and the stream, in process, on the real tiny model ------------------------------

@@ -48,9 +48,46 @@ def create_app(state: ServeState) -> FastAPI:
     serving = OpenAIServing(state.engine, state.flags, m, state.allow_unwatermarked)
     _handlers(app)
     _routes(app, serving, m)
+    _exact_integer_bounds(app)
     app.add_middleware(Guard, api_keys=state.api_keys, metrics=m, max_body_bytes=state.max_body_bytes,
                        known_paths=[r.path for r in app.routes])
     return app
+
+
+_BOUNDS = ("maximum", "minimum", "exclusiveMaximum", "exclusiveMinimum")
+
+
+def _walk(node: object):
+    if isinstance(node, dict):
+        yield node
+        for v in node.values():
+            yield from _walk(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _walk(v)
+
+
+def _exact_integer_bounds(app: FastAPI) -> None:
+    """FastAPI's OpenAPI models hold numeric bounds as floats, so the seed's bound 2**63-1 came out
+    as 9.223372036854776e+18 (which is 2**63) and 0 as 0.0. Integer fields get back the exact
+    integers of pydantic's own schemas of the request models."""
+    exact: dict[float, int] = {}
+    for model in vars(p).values():
+        if isinstance(model, type) and issubclass(model, BaseModel) and model is not BaseModel:
+            for node in _walk(model.model_json_schema()):
+                exact.update({float(node[k]): node[k] for k in _BOUNDS if isinstance(node.get(k), int)})
+    build = app.openapi
+
+    def openapi() -> dict:
+        fresh = app.openapi_schema is None
+        doc = build()  # cached by FastAPI after the first call
+        if fresh:
+            for node in _walk(doc):
+                if node.get("type") == "integer":
+                    node.update({k: exact[node[k]] for k in _BOUNDS if node.get(k) in exact})
+        return doc
+
+    app.openapi = openapi
 
 
 def _handlers(app: FastAPI) -> None:
