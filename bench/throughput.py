@@ -304,7 +304,11 @@ def summarize(processes: int, pairs: list[tuple[SideRun, SideRun]], s: Setup) ->
     lines = [f"{label}: ours {o_med:,.0f} tok/s, Trainer {t_med:,.0f} tok/s, ours/Trainer "
              f"{o_med / t_med:.2f}x (spread over {len(pairs)} repeats: ours {_spread(ours)}, "
              f"Trainer {_spread(theirs)}, ratio {_spread(ratios, '{:.2f}')}x); "
-             f"tokens/target: ours {o_tpt:.3f}, Trainer {t_tpt:.3f}"]
+             f"tokens/target: ours {o_tpt:.3f}, Trainer {t_tpt:.3f}",
+             # Each repeat runs ours then the Trainer back to back: their ratio shares the
+             # machine's state of the moment, so its median is less at the mercy of load drift.
+             f"    paired: median over repeats of (ours / Trainer) run back to back "
+             f"{statistics.median(ratios):.2f}x"]
     o0, t0 = pairs[0]
     same = all(a.targets == b.targets for a, b in zip(o0.steps, t0.steps, strict=False)) \
         and len(o0.steps) == len(t0.steps)
