@@ -497,18 +497,29 @@ def test_dashboard_units_and_time_range():
 # --- against a real Prometheus and Pushgateway --------------------------------------------
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
-def prometheus():
-    """tests/clusters/prometheus.sh up (stopped again at the end if this module started it)."""
+def prometheus(tmp_path_factory):
+    """A Prometheus and Pushgateway of this module's own (tests/clusters/prometheus.sh with a
+    state dir and ports of its own, stopped at the end): the tests wipe the Pushgateway, and a
+    shared one would lose another run's groups."""
     script = str(ROOT / "tests/clusters/prometheus.sh")
-    was_running = "prometheus: running" in subprocess.run([script, "status"], capture_output=True,
-                                                          text=True).stdout
-    proc = subprocess.run([script, "up"], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"could not start Prometheus/Pushgateway:\n{proc.stderr[-3000:]}"
-    urls = dict(line.split("=", 1) for line in proc.stdout.split() if "=" in line)
-    yield urls["PROMETHEUS_URL"], urls["PUSHGATEWAY_URL"]
-    if not was_running:
-        subprocess.run([script, "down"], capture_output=True, timeout=120)
+    env = {**os.environ, "PROMETHEUS_TEST_DIR": str(tmp_path_factory.mktemp("prometheus")),
+           "PROMETHEUS_PORT": str(_free_port()), "PUSHGATEWAY_PORT": str(_free_port())}
+    proc = subprocess.run([script, "up"], capture_output=True, text=True, timeout=600, env=env)
+    try:
+        assert proc.returncode == 0, f"could not start Prometheus/Pushgateway:\n{proc.stderr[-3000:]}"
+        urls = dict(line.split("=", 1) for line in proc.stdout.split() if "=" in line)
+        yield urls["PROMETHEUS_URL"], urls["PUSHGATEWAY_URL"]
+    finally:
+        subprocess.run([script, "down"], capture_output=True, timeout=120, env=env)
 
 
 def _get(url: str) -> dict:
