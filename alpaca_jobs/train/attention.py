@@ -330,11 +330,6 @@ def row_kwargs(doc_lengths: list[int], impl: str, device: torch.device,
     raise ValueError(f"unknown attention implementation {impl!r}")
 
 
-def _spans(lengths: Sequence[int]) -> list[tuple[int, int]]:
-    ends = list(accumulate(lengths))
-    return list(zip([0, *ends[:-1]], ends, strict=True))
-
-
 def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Copy a fresh CPU tensor to ``device`` without making the host wait for the GPU.
 

@@ -71,9 +71,9 @@ def needs_fsdp(layout: Layout, d: Dist) -> bool:
 
 
 def shard(model: torch.nn.Module, layers: list[torch.nn.Module], layout: Layout, d: Dist,
-          compiled: bool) -> bool:
-    """Compile (optionally) and shard each decoder layer, then the root (embeddings, norm, head).
-    Returns whether the model was sharded (see ``needs_fsdp``)."""
+          compiled: bool) -> None:
+    """Compile (optionally) and shard each decoder layer, then the root (embeddings, norm, head);
+    only compile where ``needs_fsdp`` says FSDP2 has nothing to do."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     from torch.distributed.tensor import init_device_mesh
 
@@ -81,7 +81,7 @@ def shard(model: torch.nn.Module, layers: list[torch.nn.Module], layout: Layout,
         if compiled:
             layer.compile()  # in place: same module, same parameter names
     if not needs_fsdp(layout, d):
-        return False
+        return
     mesh = init_device_mesh(d.device.type, (d.world,))
     mp = MixedPrecisionPolicy()
     if mixed_precision(layout, d.device):
@@ -90,7 +90,6 @@ def shard(model: torch.nn.Module, layers: list[torch.nn.Module], layout: Layout,
     for layer in layers:
         fully_shard(layer, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard)
     fully_shard(model, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard)
-    return True
 
 
 def set_micro_step(model, last: bool) -> None:

@@ -290,13 +290,14 @@ class _Trainer:
 
 
 def _record_sharding(root, d: Dist, run_dir: Path, distributed_type: str) -> None:
-    """Fail closed if the parameters are not sharded; write what this process holds."""
+    """Fail closed if the parameters are not sharded as decided; write what this process holds."""
     from torch.distributed.tensor import DTensor
 
     from alpaca_jobs.train.fsdp import local_and_global_numel
 
-    if d.world > 1 and not all(isinstance(p, DTensor) for p in root.parameters()):
-        raise RuntimeError("expected every parameter to be an FSDP2-sharded DTensor")
+    if (distributed_type == "FSDP") != all(isinstance(p, DTensor) for p in root.parameters()):
+        raise RuntimeError(f"expected {'every' if distributed_type == 'FSDP' else 'no'} parameter "
+                           "to be an FSDP2-sharded DTensor")
     local, total = local_and_global_numel(root)
     row = {"rank": d.rank, "world": d.world, "distributed_type": distributed_type, "local_numel": local,
            "global_numel": total}
@@ -331,7 +332,7 @@ def _prepare(loaded: LoadedSpec, base: Path, d: Dist, progress: Progress):
 
     from alpaca_jobs.train import attention
     from alpaca_jobs.train.data import build_examples
-    from alpaca_jobs.train.fsdp import compile_enabled, shard
+    from alpaca_jobs.train.fsdp import compile_enabled, needs_fsdp, shard
     from alpaca_jobs.train.loading import load_sharded
 
     cfg, layout = loaded.spec.train, loaded.layout
@@ -344,25 +345,25 @@ def _prepare(loaded: LoadedSpec, base: Path, d: Dist, progress: Progress):
         log.warning("layout.compile: not compiling with per_sequence attention (no varlen or flex here)")
         compiled = False
 
-    sharded = []
+    fsdp = needs_fsdp(layout, d)
 
     def shard_fn(root):
         attention.install(root.lm, impl)
         if layout.fsdp_config.fsdp_activation_checkpointing:
             # Recompute each decoder layer's activations in backward (transformers' own hook).
             root.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        sharded.append(shard(root, root.decoder_layers(layout.fsdp_config.fsdp_transformer_layer_cls_to_wrap),
-                             layout, d, compiled))
+        shard(root, root.decoder_layers(layout.fsdp_config.fsdp_transformer_layer_cls_to_wrap),
+              layout, d, compiled)
 
     root, num_params, matmul_params = load_sharded(base, tok, d, shard_fn)
-    how = (f"sharded over {d.world} process(es)" if sharded[0]
+    how = (f"sharded over {d.world} process(es)" if fsdp
            else "in one process, unsharded (FSDP would shard nothing)")
     progress.phase(f"model ready: {num_params:,} parameters {how} "
                    f"({impl} attention{', compiled' if compiled else ''}); tokenizing {cfg.data}")
     preambles = (cfg.prompt.preamble_with_input, cfg.prompt.preamble_no_input)
     examples, stats = build_examples(cfg.data, tok, cfg.max_length, preambles)
     details = {"attention": impl, "compiled": compiled, "flop_params": matmul_params,
-               "distributed_type": "FSDP" if sharded[0] else "NO"}
+               "distributed_type": "FSDP" if fsdp else "NO"}
     return tok, root, num_params, examples, stats, details
 
 
