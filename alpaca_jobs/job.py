@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from alpaca_jobs.common.signals import StopFlag
+from alpaca_jobs.launch import Launch
 from alpaca_jobs.spec import LoadedSpec
 
 
@@ -22,10 +23,12 @@ class Payload:
     run_id: str
     backend: str
     run_dir: Path
+    launch: Launch = field(default_factory=Launch)  # how the backend starts the processes
 
     @classmethod
-    def build(cls, loaded: LoadedSpec, run_id: str, backend: str, run_dir: str | Path) -> Payload:
-        return cls(loaded, run_id, backend, Path(run_dir))
+    def build(cls, loaded: LoadedSpec, run_id: str, backend: str, run_dir: str | Path,
+              launch: Launch | None = None) -> Payload:
+        return cls(loaded, run_id, backend, Path(run_dir), launch or Launch())
 
     @property
     def kind(self) -> str:
@@ -34,11 +37,12 @@ class Payload:
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON-able, picklable without our classes); specs never hold secrets."""
         return {**self.loaded.payload(), "run_id": self.run_id, "backend": self.backend,
-                "run_dir": str(self.run_dir)}
+                "run_dir": str(self.run_dir), "launch": self.launch.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Payload:
-        return cls(LoadedSpec.from_payload(data), data["run_id"], data["backend"], Path(data["run_dir"]))
+        return cls(LoadedSpec.from_payload(data), data["run_id"], data["backend"], Path(data["run_dir"]),
+                   Launch.from_dict(data.get("launch")))
 
 
 @dataclass

@@ -2,8 +2,10 @@
 
 ``run_job(payload, body)`` owns the environment (offline hub, threads), logging, the usage
 meter (from process start: an attempt that dies while loading still bills), stop signals
-(SIGTERM on cancel or preemption, SIGUSR2 on Slurm's time-limit warning), the completed or
-failed run record, and the requeue after a time-limit checkpoint. A kind's body
+(SIGTERM on cancel or preemption, SIGUSR2 on the scheduler's time-limit warning), the completed
+or failed run record. It knows no scheduler: the payload's launch description (alpaca_jobs.launch)
+names the hooks that read the scheduler's rank variables and that run the job again after a
+time-limit checkpoint. A kind's body
 (``Kind.body``) only does its work: ``body(job) -> Outcome | None`` (None: not rank 0).
 
 Launch paths: submitit runs ``run_payload(payload_dict)``; everything else (a Kubernetes pod,
@@ -26,6 +28,7 @@ from alpaca_jobs.common import kinds
 from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.common.signals import StopFlag
 from alpaca_jobs.job import Job, Outcome, Payload
+from alpaca_jobs.launch import Launch
 
 log = logging.getLogger(__name__)
 NOISY = ("accelerate", "transformers", "torch.distributed", "httpx", "openai")
@@ -61,7 +64,7 @@ def run_job(payload: Payload, body: Callable[[Job], Outcome | None]) -> dict[str
     pusher.stop()  # before the final record: a late "running" push must not follow it
     record = _publish(job, outcome) if outcome is not None else None
     if outcome is not None and outcome.status == "interrupted" and job.stop.signum == signal.SIGUSR2:
-        _requeue_on_slurm(job.spec.slurm.max_requeues)
+        _on_time_limit(job)
     return record
 
 
@@ -161,11 +164,9 @@ def _environment(payload: Payload, kind: kinds.Kind) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", str(payload.loaded.spec.resources.cpus_per_process))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    if kind.per_gpu and not ("RANK" in os.environ and "WORLD_SIZE" in os.environ):
-        from submitit.helpers import TorchDistributedEnvironment  # submitit task: no torchrun env
-
-        if os.environ.get("SUBMITIT_EXECUTOR") or os.environ.get("SLURM_JOB_ID"):
-            TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    hook = payload.launch.env_hook  # the scheduler's variables -> env:// (torchrun sets them itself)
+    if kind.per_gpu and hook and not ("RANK" in os.environ and "WORLD_SIZE" in os.environ):
+        kinds.resolve(hook)(payload.launch)
     rank = os.environ.get("RANK", "0")
     if os.environ.get("SUBMITIT_EXECUTOR") or not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO if rank == "0" else logging.WARNING, stream=sys.stdout,
@@ -200,21 +201,12 @@ def _restore(previous: dict[int, Any]) -> None:
         signal.signal(sig, handler)
 
 
-def _requeue_on_slurm(max_requeues: int) -> None:
-    """Time-limit warning under Slurm: the checkpoint is written, so requeue the job; the next
-    attempt resumes from it. (On SIGTERM we do not: that is scancel, or a preemption that
-    Slurm requeues by itself.)"""
-    import subprocess
-
-    job_id = os.environ.get("SLURM_JOB_ID")
-    if not job_id or int(os.environ.get("RANK", "0")) != 0:
-        return
-    restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
-    if restarts >= max_requeues:
-        log.warning("not requeueing job %s: already restarted %d times (slurm.max_requeues)", job_id, restarts)
-        return
-    log.info("requeueing Slurm job %s (restart %d of at most %d)", job_id, restarts + 1, max_requeues)
-    subprocess.run(["scontrol", "requeue", job_id], check=False, timeout=60)
+def _on_time_limit(job: Job) -> None:
+    """The time-limit warning came and the checkpoint is written: rank 0 asks the scheduler to
+    run the job again (the launch's hook, e.g. Slurm's requeue); the next attempt resumes."""
+    restart = job.payload.launch.restart
+    if job.rank == 0 and restart.on_time_limit:
+        kinds.resolve(restart.on_time_limit)(restart.max_restarts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-dir", help="the run directory (its name is the run id)")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--backend", default="torchrun")
+    ap.add_argument("--launch", help="the launch description (JSON), as a rendered script passes it")
     args = ap.parse_args(argv)
     try:
         if args.payload:
@@ -240,7 +233,9 @@ def main(argv: list[str] | None = None) -> int:
             from alpaca_jobs.spec import load_spec
 
             run_dir = Path(args.run_dir)
-            payload = Payload.build(load_spec(args.spec, args.overrides), run_dir.name, args.backend, run_dir)
+            launch = Launch.from_dict(json.loads(args.launch)) if args.launch else None
+            payload = Payload.build(load_spec(args.spec, args.overrides), run_dir.name, args.backend, run_dir,
+                                    launch)
         else:
             ap.error("give --payload FILE, or --spec SPEC --run-dir DIR")
         run_job(payload, kinds.resolve(kinds.get(payload.kind).body))

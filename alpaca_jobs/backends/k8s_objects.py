@@ -16,6 +16,7 @@ from kubernetes import client as k
 from alpaca_jobs.backends.naming import k8s_memory, translate
 from alpaca_jobs.common import kinds
 from alpaca_jobs.job import Payload
+from alpaca_jobs.launch import RankSource, plan_launch
 from alpaca_jobs.spec import JobSpec, LoadedSpec
 
 PAYLOAD_DIR = "/etc/alpaca-jobs"
@@ -125,7 +126,8 @@ def _placement(spec: JobSpec) -> dict[str, Any]:
 
 
 def payload_json(loaded: LoadedSpec, run_id: str, run_dir: str) -> str:
-    return json.dumps(Payload.build(loaded, run_id, "k8s", run_dir).to_dict(), indent=1, sort_keys=True)
+    launch = plan_launch(loaded, RankSource.SINGLE)  # torchrun --standalone sets the env:// variables
+    return json.dumps(Payload.build(loaded, run_id, "k8s", run_dir, launch).to_dict(), indent=1, sort_keys=True)
 
 
 def config_map(loaded: LoadedSpec, run_id: str, run_dir: str) -> k.V1ConfigMap:

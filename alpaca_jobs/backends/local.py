@@ -20,6 +20,7 @@ from alpaca_jobs.backends.base import Backend, Capabilities, JobHandle, Submissi
 from alpaca_jobs.backends.naming import translate
 from alpaca_jobs.common import kinds
 from alpaca_jobs.job import Payload
+from alpaca_jobs.launch import RankSource, plan_launch
 from alpaca_jobs.ops.record import load_record
 from alpaca_jobs.spec import LoadedSpec
 
@@ -40,7 +41,9 @@ class LocalBackend(Backend):
             raise UserError(f"{loaded.path}: resources.nodes is {spec.resources.nodes}; "
                             "the local backend runs on this one machine (use CLUSTER=slurm)")
         params = translate(self.name, spec)
-        payload = Payload.build(loaded, run_id, self.name, run_dir).to_dict()
+        # submitit starts one task per process, as srun does: ranks from its job environment
+        launch = plan_launch(loaded, RankSource.SCHEDULER_TASKS, env_hook="alpaca_jobs.backends.hooks:submitit_env")
+        payload = Payload.build(loaded, run_id, self.name, run_dir, launch).to_dict()
         text = yaml.safe_dump(
             {
                 "backend": self.name,

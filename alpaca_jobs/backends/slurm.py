@@ -32,6 +32,7 @@ from alpaca_jobs.common import kinds
 from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.common.files import atomic_write
 from alpaca_jobs.job import Payload
+from alpaca_jobs.launch import Launch, RankSource, plan_launch
 from alpaca_jobs.spec import JobSpec, LoadedSpec
 
 SIGNAL_DELAY_S = 120  # USR2 this long before the time limit: time to write a checkpoint
@@ -125,8 +126,16 @@ def standalone_script(loaded: LoadedSpec, spec_arg: str) -> str:
              "Batch output: %x-%j.out in the submit directory; each rank logs to RUN_DIR/logs/.")
     return sbatch_script(spec, run_dir=[f'RUN_DIR="${{ALPACA_JOBS_RUN_DIR:-{default}}}"'],
                          launch=f'-m alpaca_jobs.runtime --spec {shlex.quote(spec_arg)} --run-dir "$RUN_DIR" '
-                                '--backend slurm',
+                                f'--backend slurm --launch {shlex.quote(launch_of(loaded).to_json())}',
                          output="%x-%j.out", notes=notes)
+
+
+def launch_of(loaded: LoadedSpec) -> Launch:
+    """srun starts one task per process on every node; each reads its rank from Slurm's
+    variables; rank 0 requeues the job after a time-limit checkpoint."""
+    return plan_launch(loaded, RankSource.SCHEDULER_TASKS, max_restarts=loaded.spec.slurm.max_requeues,
+                       on_time_limit="alpaca_jobs.backends.hooks:slurm_requeue",
+                       env_hook="alpaca_jobs.backends.hooks:submitit_env")
 
 
 def _run_dir(spec: JobSpec, run_id: str) -> Path:
@@ -171,7 +180,7 @@ class SlurmBackend(Backend):
     def render(self, loaded: LoadedSpec, run_id: str, after: list[str] | None = None) -> Submission:
         """The submission of one run; ``after``: Slurm job ids it waits on (afterok)."""
         run_dir = _run_dir(loaded.spec, run_id)
-        payload = Payload.build(loaded, run_id, self.name, run_dir).to_dict()
+        payload = Payload.build(loaded, run_id, self.name, run_dir, launch_of(loaded)).to_dict()
         return Submission(self.name, run_id, run_dir, payload, {"after": list(after or [])},
                           render_script(loaded.spec, run_id, after))
 
