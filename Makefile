@@ -97,8 +97,10 @@ FAST := not integration and not slow and not slurm and not k8s and not browser a
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "$(FAST)"
 
+# ruff, then the import contracts of .importlinter (layers, independent kind packages, light modules).
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 bench: setup
 	$(BIN)/python bench/rouge.py

@@ -134,14 +134,14 @@ def write(path: Path, n: int = 4000, seed: int = 0) -> None:
     """Write ``n`` Alpaca-like records to ``path`` (JSON list)."""
     from packing import synthetic
 
-    from alpaca_jobs.train.models import _corpus, train_tiny_tokenizer
+    from alpaca_jobs.model_dirs import tokenizer_corpus, train_tiny_tokenizer
 
     words = seed_words()
     lengths = synthetic(n, seed)
-    tok = train_tiny_tokenizer(_corpus([str(SEEDS)]))  # first draft: the seeds' own tokenizer
+    tok = train_tiny_tokenizer(tokenizer_corpus([str(SEEDS)]))  # first draft: the seeds' own tokenizer
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(draft(tok, words, lengths, seed + 1)))
-    tok = train_tiny_tokenizer(_corpus([str(path)]))  # same distribution as the final file's
+    tok = train_tiny_tokenizer(tokenizer_corpus([str(path)]))  # same distribution as the final file's
     path.write_text(json.dumps(draft(tok, words, lengths, seed + 1), indent=0))
 
 
@@ -205,10 +205,10 @@ def main() -> None:
     ap.add_argument("--examples", type=int, default=4000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    from alpaca_jobs.train.models import _corpus, train_tiny_tokenizer
+    from alpaca_jobs.model_dirs import tokenizer_corpus, train_tiny_tokenizer
 
     write(args.out, args.examples, args.seed)
-    tok = train_tiny_tokenizer(_corpus([str(args.out)]))  # what build_tiny_llama trains
+    tok = train_tiny_tokenizer(tokenizer_corpus([str(args.out)]))  # what build_tiny_llama trains
     print("\n".join(measure(args.out, tok).lines()))
 
 

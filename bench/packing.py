@@ -35,8 +35,8 @@ def from_file(path: str) -> list[tuple[int, int]]:
     from transformers import AutoTokenizer
 
     from alpaca_jobs.common.template import PromptFormat
+    from alpaca_jobs.model_dirs import resolve_base_model
     from alpaca_jobs.train.data import build_examples
-    from alpaca_jobs.train.models import resolve_base_model
 
     tok = AutoTokenizer.from_pretrained(resolve_base_model("preset:tiny-llama", path))
     p = PromptFormat()

@@ -143,7 +143,7 @@ class Setup:
 
 def build_model(tmp: Path, data: Path, size: str, layers: int, gpu: bool) -> Path:
     """A random Llama and its tokenizer (trained on ``data``), saved as a HF directory."""
-    from alpaca_jobs.train.models import build_tiny_llama
+    from alpaca_jobs.model_dirs import build_tiny_llama
 
     out = tmp / "model"
     if size == "cpu":

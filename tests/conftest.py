@@ -25,7 +25,7 @@ def _hermetic_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_dir() -> Path:
     """The tiny-llama preset, built once per session from the seed tasks."""
-    from alpaca_jobs.train.models import resolve_base_model
+    from alpaca_jobs.model_dirs import resolve_base_model
 
     return resolve_base_model("preset:tiny-llama", str(SEEDS))
 

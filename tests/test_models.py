@@ -50,7 +50,7 @@ def test_missing_base_model_is_a_clear_error(tmp_path):
 
 
 def test_tiny_preset_is_cached_and_reloads_offline(tiny_dir):
-    from alpaca_jobs.train.models import resolve_base_model
+    from alpaca_jobs.model_dirs import resolve_base_model
     from tests.conftest import SEEDS
 
     assert resolve_base_model("preset:tiny-llama", str(SEEDS)) == tiny_dir

@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from alpaca_jobs.train.progress import PROGRESS_FILE, Follower, Progress, read_snapshot
+from alpaca_jobs.cli.follow import Follower
+from alpaca_jobs.common.progress import PROGRESS_FILE, read_snapshot
+from alpaca_jobs.train.progress import Progress
 from tests.conftest import ROOT, cli
 
 SPEC = str(ROOT / "jobs" / "train-local.yaml")
@@ -290,7 +292,7 @@ def test_the_pipeline_draws_a_stage_bar_on_a_terminal(tmp_path, monkeypatch):
     said: list[str] = []
     with open(slave, "w", closefd=True) as term, monkeypatch.context() as m:
         m.setattr(sys, "stdout", term)
-        ok = _follow(backend, handle, "train", pipe, said.append, poll=0.2)
+        ok = _follow(backend, handle, "train", pipe, said.append, Follower, poll=0.2)
         term.flush()
     done.set()
     reader.join(timeout=5)
@@ -304,5 +306,5 @@ def test_the_pipeline_draws_a_stage_bar_on_a_terminal(tmp_path, monkeypatch):
     assert bars and bars[-1].group(1) == bars[-1].group(2) == "8", out
 
     said.clear()  # off a terminal: the states through echo, no bar
-    again = _follow(backend, handle, "train", pipe, said.append, poll=0.2)
+    again = _follow(backend, handle, "train", pipe, said.append, Follower, poll=0.2)
     assert again and said == ["[train] COMPLETED"]

@@ -111,9 +111,10 @@ def test_matches_a_plain_hf_trainer_run(baseline, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from alpaca_jobs.model_dirs import resolve_base_model
     from alpaca_jobs.spec import load_spec
     from alpaca_jobs.train.data import build_examples
-    from alpaca_jobs.train.models import add_pad_token, resolve_base_model
+    from alpaca_jobs.train.models import add_pad_token
     from alpaca_jobs.train.reference import trainer_losses
 
     loaded = load_spec(SPEC)

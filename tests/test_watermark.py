@@ -58,7 +58,7 @@ def test_processor_adds_delta_on_green_only():
 def test_detection_rates_on_200_token_outputs_of_the_default_model():
     from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList
 
-    from alpaca_jobs.train.models import resolve_base_model
+    from alpaca_jobs.model_dirs import resolve_base_model
 
     path = resolve_base_model("preset:smollm2-135m")
     tok = AutoTokenizer.from_pretrained(path)

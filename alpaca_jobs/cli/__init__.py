@@ -130,10 +130,10 @@ def _sweep(overrides: tuple[str, ...], sweep: str | None) -> list[list[str]]:
 
 def _follow(backend, handle) -> None:
     """Follow rank 0's log until the job ends, then print the run report."""
+    from alpaca_jobs.cli.follow import Follower
     from alpaca_jobs.cli.runs import follow_logs
     from alpaca_jobs.ops.present import format_report
     from alpaca_jobs.ops.record import load_record
-    from alpaca_jobs.train.progress import Follower
 
     screen = Follower(Path(handle.run_dir))  # on a terminal: a progress bar under the log
 
@@ -236,7 +236,7 @@ def models() -> None:
               help="corpus for tiny-llama's tokenizer")
 def models_prepare(preset: str, data: str) -> None:
     """Build PRESET into the cache and print its directory."""
-    from alpaca_jobs.train.models import resolve_base_model
+    from alpaca_jobs.model_dirs import resolve_base_model
 
     click.echo(resolve_base_model(f"preset:{preset}", data))
 
@@ -327,10 +327,12 @@ def pipeline(spec_path: str, cluster: str, run_id: str | None, wait: bool, keep_
     """Run the whole recipe: generate -> train -> serve -> evaluate, and print one summary."""
     import json
 
+    from alpaca_jobs.cli.follow import Follower
     from alpaca_jobs.pipeline.run import run_pipeline
     from alpaca_jobs.pipeline.summary import collect, format_summary
 
-    pipe = run_pipeline(spec_path, cluster, run_id, wait, echo=click.echo, keep_serving=keep_serving)
+    pipe = run_pipeline(spec_path, cluster, run_id, wait, echo=click.echo, keep_serving=keep_serving,
+                        screen=Follower)
     summary = collect(pipe.dir)
     (pipe.dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     click.echo("")
@@ -355,7 +357,8 @@ def watermark_detect(file, model, gamma, z_threshold, key_file) -> None:
 
     from transformers import AutoTokenizer
 
-    from alpaca_jobs.serve.server import resolve_model, watermark_key
+    from alpaca_jobs.model_dirs import resolve_model
+    from alpaca_jobs.serve.server import watermark_key
     from alpaca_jobs.serve.watermark import WatermarkConfig, detect_text
 
     path = resolve_model(model)

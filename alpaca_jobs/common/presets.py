@@ -1,6 +1,6 @@
 """Model presets by name (``base_model: preset:<name>``) and the checks that need no torch:
 whether a base model named in a spec can be found, before any process starts. Building a
-preset is ``alpaca_jobs.train.models.resolve_base_model``."""
+preset is ``alpaca_jobs.model_dirs.resolve_base_model``."""
 
 from __future__ import annotations
 

@@ -89,7 +89,7 @@ def preflight(loaded, visible=lambda _: True) -> None:
     from alpaca_jobs.evaluate.collect import DEFAULT_MODEL
     from alpaca_jobs.evaluate.instructions import load_items
     from alpaca_jobs.evaluate.judge import load_prompt
-    from alpaca_jobs.serve.server import resolve_model
+    from alpaca_jobs.model_dirs import resolve_model
 
     cfg = loaded.spec.evaluate
     if visible(cfg.instructions):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,16 +64,30 @@ class Pipeline:
 
 
 def run_pipeline(spec_path: str, cluster: str, pipeline_id: str | None, wait: bool,
-                 echo=print, keep_serving: bool | None = None) -> Pipeline:
+                 echo=print, keep_serving: bool | None = None, screen: Callable[[Path], Any] | None = None) -> Pipeline:
     """Run (or resume) the pipeline. Servers keep running on clusters (they are the product);
     on a backend attached to this session they are stopped after the summary unless
-    ``keep_serving``."""
-    return _Run(spec_path, cluster, pipeline_id, wait, echo, keep_serving).go()
+    ``keep_serving``. ``screen``: run dir -> what draws a followed stage's progress (the CLI's
+    terminal follower; ``enabled``, ``feed(text)``, ``close()``); none: state lines only."""
+    return _Run(spec_path, cluster, pipeline_id, wait, echo, keep_serving, screen or _NoScreen).go()
+
+
+class _NoScreen:
+    enabled = False
+
+    def __init__(self, run_dir: Path) -> None:
+        pass
+
+    def feed(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class _Run:
     def __init__(self, spec_path: str, cluster: str, pipeline_id: str | None, wait: bool, echo,
-                 keep_serving: bool | None) -> None:
+                 keep_serving: bool | None, screen: Callable[[Path], Any]) -> None:
         from alpaca_jobs.backends.base import new_run_id
 
         self.pspec = load_pipeline(spec_path)
@@ -82,7 +97,7 @@ class _Run:
         self.backend = get_backend(cluster)
         self.caps = self.backend.capabilities
         self.base = Path(spec_path).parent
-        self.wait, self.echo = wait, echo
+        self.wait, self.echo, self.screen = wait, echo, screen
         self.keep_serving = not self.caps.attached if keep_serving is None else keep_serving
         self.teacher_jobs: list[tuple[Any, JobHandle]] = []  # the teacher: always stopped at the end
         self.started: list[tuple[Any, JobHandle]] = []  # servers: stopped unless keep_serving
@@ -100,7 +115,7 @@ class _Run:
             previous = self.previous
             if previous is not None and (self.wait or not self.caps.dependencies) \
                     and previous.run_id not in self.followed \
-                    and not _follow(self.backend, previous, self.prev_stage, pipe, self.echo):
+                    and not _follow(self.backend, previous, self.prev_stage, pipe, self.echo, self.screen):
                 raise UserError(f"stage {previous.run_id} did not complete; re-run with --run-id {self.pid}")
             pipe.save()
             return pipe
@@ -137,7 +152,7 @@ class _Run:
             return
         if previous is not None and not self.caps.dependencies and previous.run_id not in self.followed:
             self.followed.add(previous.run_id)
-            if not _follow(self.backend, previous, self.prev_stage, pipe, self.echo):
+            if not _follow(self.backend, previous, self.prev_stage, pipe, self.echo, self.screen):
                 raise UserError(f"stage {previous.run_id} did not complete; fix it and re-run "
                                 f"with --run-id {self.pid} (completed stages are reused)")
         handle = self._submit(stage, loaded, sub, after)
@@ -218,12 +233,11 @@ def _finished(run_dir: Path) -> bool:
     return bool(rec and rec.get("status") == "completed")
 
 
-def _follow(backend, handle: JobHandle, stage: str, pipe: Pipeline, echo, poll: float = 2.0) -> bool:
+def _follow(backend, handle: JobHandle, stage: str, pipe: Pipeline, echo, screen: Callable[[Path], Any],
+            poll: float = 2.0) -> bool:
     """Wait for a stage to end, saying each state it passes through; on a terminal, the stage's
     progress bar (from its ``progress.json``, as ``submit`` draws it) stays under those lines."""
-    from alpaca_jobs.train.progress import Follower
-
-    screen = Follower(Path(handle.run_dir))
+    screen = screen(Path(handle.run_dir))
     say = (lambda text: screen.feed(text + "\n")) if screen.enabled else echo
     last = ""
     try:

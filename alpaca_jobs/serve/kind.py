@@ -17,7 +17,7 @@ def preflight(loaded: Any, visible: Visible) -> None:
 
         check_base_model(model)
     else:
-        from alpaca_jobs.serve.server import resolve_model
+        from alpaca_jobs.model_dirs import resolve_model
 
         resolve_model(model)
 

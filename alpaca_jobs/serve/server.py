@@ -39,20 +39,6 @@ def watermark_key(key_file: str | None) -> tuple[str, bool]:
     return (key, False) if key else (DEFAULT_WATERMARK_KEY, True)
 
 
-def resolve_model(model: str | None) -> Path:
-    from alpaca_jobs.train.models import resolve_base_model
-
-    if model is None:
-        return resolve_base_model("preset:smollm2-135m")
-    if model.startswith("preset:"):
-        return resolve_base_model(model, "seeds/seed_tasks.jsonl")
-    path = Path(model)
-    if not (path / "config.json").is_file():
-        raise UserError(f"--model {model}: not a model directory (no config.json); give a trained run's "
-                        "model/ directory, or leave --model out for SmolLM2-135M-Instruct")
-    return path
-
-
 def build_state(model: str | None, gamma: float, delta: float, key_file: str | None, api_key_file: str | None,
                 flags_db: str, max_queue: int, allow_unwatermarked: bool, z_threshold: float | None = None,
                 max_body_bytes: int | None = None):
@@ -72,6 +58,8 @@ def build_state(model: str | None, gamma: float, delta: float, key_file: str | N
         wm = WatermarkConfig(key=key, gamma=gamma, delta=delta, z_threshold=z_threshold or defaults.watermark_z_threshold)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    from alpaca_jobs.model_dirs import resolve_model
+
     path = resolve_model(model)
     engine = Engine(path, wm, max_queue=max_queue, name=path.name)
     return ServeState(engine, FlagStore(Path(flags_db)), api_keys(api_key_file), allow_unwatermarked,

@@ -1,4 +1,5 @@
-"""Training data: load Alpaca JSON/JSONL (or self-instruct seed JSONL), tokenize, mask prompts.
+"""Training data: Alpaca JSON/JSONL (or self-instruct seed JSONL) records, read by
+``common.datafile``, cleaned, tokenized, prompts masked.
 
 No torch here: the CLI validates data files with this module before submitting anything.
 Bad records are errors naming the file and line; empty outputs and duplicates are skipped and
@@ -7,24 +8,15 @@ counted; over-long examples are truncated to ``max_length`` and counted.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from alpaca_jobs.common.datafile import Record, read_records  # the file format: shared
 from alpaca_jobs.common.errors import DataError
 from alpaca_jobs.common.template import format_prompt
-from alpaca_jobs.common.textfiles import check_text, read_utf8
 
 IGNORE_INDEX = -100  # label of tokens that carry no loss (the prompt)
-
-
-@dataclass(frozen=True)
-class Record:
-    instruction: str
-    input: str
-    output: str
-    where: str  # "file:line" for messages
 
 
 @dataclass
@@ -53,76 +45,6 @@ class Example:
     @property
     def num_targets(self) -> int:
         return sum(1 for t in self.labels[1:] if t != IGNORE_INDEX)
-
-
-def _field(obj: dict[str, Any], key: str, where: str, required: bool = True) -> str:
-    if key not in obj:
-        if required:
-            raise DataError(f"{where}: missing field {key!r}; each record needs instruction, output")
-        return ""
-    value = obj[key]
-    if value is None and not required:
-        return ""
-    if not isinstance(value, str):
-        raise DataError(f"{where}: field {key!r} must be a string, got {type(value).__name__}")
-    return check_text(value, f"{where}: field {key!r}", DataError)
-
-
-def _records_from_obj(obj: Any, where: str) -> list[Record]:
-    if not isinstance(obj, dict):
-        raise DataError(f"{where}: each record must be a JSON object, got {type(obj).__name__}")
-    if "instances" in obj:  # self-instruct seed format: one example per instance
-        instruction = _field(obj, "instruction", where)
-        instances = obj["instances"]
-        if not isinstance(instances, list):
-            raise DataError(f"{where}: 'instances' must be a list of {{input, output}}")
-        out = []
-        for inst in instances:
-            if not isinstance(inst, dict):
-                raise DataError(f"{where}: each instance must be an object with input, output")
-            out.append(
-                Record(instruction, _field(inst, "input", where, False), _field(inst, "output", where), where)
-            )
-        return out
-    return [
-        Record(
-            _field(obj, "instruction", where),
-            _field(obj, "input", where, required=False),
-            _field(obj, "output", where),
-            where,
-        )
-    ]
-
-
-def read_records(path: str | Path) -> list[Record]:
-    """All records of a data file, in file order. Raises DataError naming file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such data file")
-    text = read_utf8(path, DataError)
-    stripped = text.lstrip()
-    records: list[Record] = []
-    if stripped.startswith("["):
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
-        for i, item in enumerate(items):
-            records.extend(_records_from_obj(item, f"{path} record {i}"))
-        return records
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(
-                f"{path}:{lineno}: not valid JSON ({exc.msg}); fix or remove this line"
-            ) from None
-        records.extend(_records_from_obj(obj, f"{path}:{lineno}"))
-    if not records:
-        raise DataError(f"{path}: no records; expected a JSON list or JSON lines of records")
-    return records
 
 
 def clean_records(records: list[Record], stats: DataStats) -> list[Record]:

@@ -371,8 +371,8 @@ def run(loaded: LoadedSpec, run_dir: Path, stop: StopFlag, meter: UsageMeter,
         live: dict[str, Any] | None = None) -> TrainResult:
     """Train to the end (or until told to stop), checkpointing on the way; ``live`` (the job's
     partial record) is kept current with the steps, tokens and loss so far."""
+    from alpaca_jobs.model_dirs import resolve_base_model
     from alpaca_jobs.train.fsdp import init_distributed
-    from alpaca_jobs.train.models import resolve_base_model
 
     cfg = loaded.spec.train
     progress = Progress(run_dir, enabled=int(os.environ.get("RANK", "0")) == 0,
