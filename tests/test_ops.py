@@ -25,6 +25,7 @@ import yaml
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
+from alpaca_jobs.cli.costs import report_command
 from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.ops import ledger, metrics, report, sinks
 from tests.conftest import ROOT
@@ -123,7 +124,7 @@ def test_ledger_refuses_a_file_that_is_not_sqlite(tmp_path):
         pass
     with pytest.raises(UserError, match="no ledger at"), ledger.connect(tmp_path / "none", create=False):
         pass
-    result = CliRunner().invoke(report.report_command, ["--ledger", str(bad)])
+    result = CliRunner().invoke(report_command, ["--ledger", str(bad)])
     assert result.exit_code != 0 and "not a usable ledger" in str(result.exception)
 
 
@@ -251,7 +252,7 @@ def test_report_command_table_png_html_json(tmp_path, monkeypatch):
     (runs / "broken").mkdir()
     (runs / "broken" / "run.json").write_text("{not json")  # skipped with a warning
     png, page, js = tmp_path / "cost.png", tmp_path / "cost.html", tmp_path / "cost.json"
-    result = CliRunner().invoke(report.report_command, [
+    result = CliRunner().invoke(report_command, [
         "--runs-dir", str(runs), "--scan", str(runs), "--png", str(png), "--html", str(page),
         "--json", str(js)])
     assert result.exit_code == 0, result.output
@@ -277,7 +278,7 @@ def test_report_command_table_png_html_json(tmp_path, monkeypatch):
     summary = json.loads(js.read_text())
     assert summary["total"]["gpu_hours"] == 26.5 and summary["by_stage"]["train"]["cost_usd"] == 124.0
     # A second report reads the ledger alone; a re-scan updates rows instead of adding them.
-    again = CliRunner().invoke(report.report_command, ["--runs-dir", str(runs), "--json", "-"])
+    again = CliRunner().invoke(report_command, ["--runs-dir", str(runs), "--json", "-"])
     assert again.exit_code == 0 and json.loads(again.output)["total"]["runs"] == 4
 
 
@@ -286,12 +287,12 @@ def test_report_module_entry_point_and_lazy_imports(tmp_path):
     _write_runs(runs, RUNS[:2])
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop(ledger.LEDGER_ENV, None)
-    proc = subprocess.run([sys.executable, "-m", "alpaca_jobs.ops.report", "--scan", str(runs),
+    proc = subprocess.run([sys.executable, "-m", "alpaca_jobs", "report", "--scan", str(runs),
                            "--ledger", str(tmp_path / "l.sqlite3")], capture_output=True, text=True,
                           env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "OVER $100.00" in proc.stdout
-    missing = subprocess.run([sys.executable, "-m", "alpaca_jobs.ops.report", "--ledger",
+    missing = subprocess.run([sys.executable, "-m", "alpaca_jobs", "report", "--ledger",
                               str(tmp_path / "nope.sqlite3")], capture_output=True, text=True, env=env)
     assert missing.returncode == 2 and "error: no ledger at" in missing.stderr
     code = ("import sys, alpaca_jobs.ops.report, alpaca_jobs.ops.ledger, alpaca_jobs.ops.sinks;"

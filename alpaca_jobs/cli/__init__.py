@@ -198,11 +198,9 @@ def cost() -> None:
     """What runs cost."""
 
 
-from alpaca_jobs.ops.estimate import estimate_command  # noqa: E402 - torch-free, keeps cli short
+from alpaca_jobs.cli.costs import estimate_command, report_command  # noqa: E402 - torch-free
 
 cost.add_command(estimate_command)
-
-from alpaca_jobs.ops.report import report_command  # noqa: E402 - matplotlib only for --png/--html
 
 main.add_command(report_command)  # alpaca-jobs report
 
@@ -220,7 +218,7 @@ main.add_command(evaluate_command)  # alpaca-jobs evaluate [SPEC] [--set ...] [-
 main.add_command(rate_command)  # alpaca-jobs rate RUN_DIR [--host] [--port 8090]
 main.add_command(evaluate_report_command)  # alpaca-jobs evaluate-report RUN_DIR
 
-from alpaca_jobs.generate.check import seeds as seeds_group  # noqa: E402 - click only
+from alpaca_jobs.cli.seeds import seeds as seeds_group  # noqa: E402 - click only
 
 main.add_command(seeds_group)  # alpaca-jobs seeds check SEEDS --against OTHER.jsonl
 

@@ -1,4 +1,4 @@
-"""``alpaca-jobs cost estimate``: project the 7B recipe's cost on 8x A100-80GB, formula shown.
+"""The cost projection behind ``alpaca-jobs cost estimate`` (``cli/costs.py``): project the 7B recipe's cost on 8x A100-80GB, formula shown.
 
     tokens      = examples x epochs x mean tokens per example
     tokens/s    = given, or MFU x peak FLOP/s x GPUs / FLOPs per token
@@ -18,10 +18,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
-
 from alpaca_jobs.common.errors import UserError
-from alpaca_jobs.ops.prices import PEAK_BF16_FLOPS, gpu_price
+from alpaca_jobs.ops.prices import PEAK_BF16_FLOPS
 
 ALPACA_EXAMPLES = 52_002  # records in Stanford's alpaca_data.json
 # LLaMA paper, table 2: 6.74e9 parameters; the FLOPs count all but the 32000 x 4096 input
@@ -72,54 +70,23 @@ def estimate(
     return Estimate(tokens, tokens_per_second, hours, gpu_hours, cost, lines)
 
 
-@click.command("estimate")
-@click.option("--tokens-per-second", type=float, help="measured 7B throughput of the whole node")
-@click.option("--mfu", type=float, help="model FLOPs utilisation (0-1) to assume")
-@click.option("--record", type=click.Path(exists=True, dir_okay=False),
-              help="a run.json: its MFU (GPU runs) and mean example length")
-@click.option("--gpus", default=8, show_default=True)
-@click.option("--gpu-type", default="a100-80gb", show_default=True)
-@click.option("--gpu-hour-usd", type=float, help="price override")
-@click.option("--epochs", default=3, show_default=True)
-@click.option("--examples", default=ALPACA_EXAMPLES, show_default=True)
-@click.option("--mean-tokens", type=float, help=f"tokens per example (default: from --record, else {ASSUMED_MEAN_TOKENS})")
-@click.option("--target-usd", default=100.0, show_default=True)
-def estimate_command(tokens_per_second, mfu, record, gpus, gpu_type, gpu_hour_usd, epochs,
-                     examples, mean_tokens, target_usd) -> None:
-    """Project the cost of the 7B recipe (default: 3 epochs of 52K examples on 8x A100-80GB)."""
+def from_record(record: str, gpu_type: str, mean_tokens: float | None, mfu: float | None,
+                tokens_per_second: float | None) -> tuple[float | None, float | None, str]:
+    """(mean tokens, MFU, how it carries over) from a run record, where not given."""
     note = ""
-    if mfu is not None and not 0 < mfu <= 1:
-        raise UserError(f"--mfu {mfu}: a model FLOPs utilisation is a fraction in (0, 1], e.g. 0.45")
-    if gpus < 1:
-        raise UserError(f"--gpus {gpus}: give at least one GPU")
-    peak = _peak_for(gpu_type)
-    if record:
-        rec = json.loads(Path(record).read_text())
-        data = rec.get("data") or {}
-        if mean_tokens is None and data.get("kept"):
-            mean_tokens = (data["prompt_tokens"] + data["target_tokens"]) / data["kept"]
-        if mfu is None and tokens_per_second is None:
-            mfu = (rec.get("results") or {}).get("mfu_after_warmup") or rec.get("mfu")
-            if mfu is None:
-                raise UserError(f"{record}: no MFU in this record (CPU run); pass --mfu or --tokens-per-second")
-            note = _carried_over(rec, mfu, gpu_type, peak)
-    if mean_tokens is None:
-        mean_tokens = ASSUMED_MEAN_TOKENS
-        click.echo(f"mean tokens per example: {mean_tokens} (assumed; pass --mean-tokens or --record)")
-    p = gpu_price(gpu_type, gpu_hour_usd)
-    est = estimate(gpus=gpus, price=p.usd_per_gpu_hour, epochs=epochs, examples=examples,
-                   mean_tokens=mean_tokens, tokens_per_second=tokens_per_second, mfu=mfu, peak=peak)
-    click.echo(f"7B Alpaca recipe on {gpus}x {gpu_type}")
-    if note:
-        click.echo("  " + note)
-    for line in est.lines:
-        click.echo("  " + line)
-    click.echo(f"  price: {p.source}")
-    verdict = "MET" if est.cost_usd <= target_usd else "MISSED"
-    click.echo(f"target ${target_usd:.2f}: {verdict}")
+    rec = json.loads(Path(record).read_text())
+    data = rec.get("data") or {}
+    if mean_tokens is None and data.get("kept"):
+        mean_tokens = (data["prompt_tokens"] + data["target_tokens"]) / data["kept"]
+    if mfu is None and tokens_per_second is None:
+        mfu = (rec.get("results") or {}).get("mfu_after_warmup") or rec.get("mfu")
+        if mfu is None:
+            raise UserError(f"{record}: no MFU in this record (CPU run); pass --mfu or --tokens-per-second")
+        note = _carried_over(rec, mfu, gpu_type, peak_for(gpu_type))
+    return mean_tokens, mfu, note
 
 
-def _peak_for(gpu_type: str) -> float:
+def peak_for(gpu_type: str) -> float:
     """The dense bf16 peak of a price-table GPU type (a100-80gb -> A100)."""
     for key, flops in PEAK_BF16_FLOPS.items():
         if key.lower() in gpu_type.lower():

@@ -1,4 +1,4 @@
-"""``alpaca-jobs report``: GPU-hours and cost per run, per stage, per cluster and in total.
+"""What ``alpaca-jobs report`` shows (``cli/costs.py``): GPU-hours and cost per run, per stage, per cluster and in total.
 
     alpaca-jobs report                          # the ledger beside ./runs, as a table
     alpaca-jobs report --scan runs/             # first import runs/*/run.json (older runs)
@@ -6,7 +6,7 @@
 
 Compute cost (GPU-hours and CPU-hours x price) and API spend (generate, evaluate) are kept
 apart. Training runs are held to their own cost.target_usd, else Stanford's $100.
-Also ``python -m alpaca_jobs.ops.report``. matplotlib is imported only for --png/--html.
+matplotlib is imported only for the PNG (and the HTML page holding it).
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import click
 
 
 @dataclass
@@ -324,62 +322,12 @@ their compute target ($100 unless the run's cost.target_usd sets another).</p>
 """
 
 
-def load_summary(ledger: str | None, runs_dir: str | None, scan: str | None) -> tuple[Summary, Path]:
+def load_summary(ledger: str | None, runs_dir: str | None, scan: str | None) -> tuple[Summary, Path, int | None]:
+    """The ledger's summary, its path, and how many records ``scan`` imported first (None: no scan)."""
     from alpaca_jobs.ops import ledger as ledger_mod
 
     runs = Path(runs_dir or os.environ.get("ALPACA_JOBS_RUNS_DIR", "runs"))
     path = Path(ledger) if ledger else ledger_mod.ledger_path(runs_dir=runs)
     with ledger_mod.connect(path, create=bool(scan)) as conn:
-        if scan:
-            n = ledger_mod.backfill(conn, Path(scan))
-            click.echo(f"imported {n} run record(s) from {scan} into {path}", err=True)
-        return summarize(ledger_mod.records(conn)), path
-
-
-@click.command("report")
-@click.option("--ledger", type=click.Path(dir_okay=False),
-              help="the ledger file (default: env ALPACA_JOBS_LEDGER, else <runs dir>/ledger.sqlite3)")
-@click.option("--runs-dir", help="where runs live (env ALPACA_JOBS_RUNS_DIR; default ./runs)")
-@click.option("--scan", type=click.Path(file_okay=False),
-              help="first import DIR/*/run.json into the ledger (runs from before it existed)")
-@click.option("--png", type=click.Path(dir_okay=False), help="write the chart here")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False),
-              help="write a self-contained HTML page here")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True),
-              help="write the numbers as JSON here ('-': stdout, instead of the table)")
-def report_command(ledger, runs_dir, scan, png, html_path, json_path) -> None:
-    """GPU-hours and cost per run, stage and cluster, training against the $100 target."""
-    s, _ = load_summary(ledger, runs_dir, scan)
-    if json_path == "-":
-        click.echo(json.dumps(s.as_dict(), indent=1))
-    else:
-        click.echo(format_table(s))
-        if json_path:
-            Path(json_path).write_text(json.dumps(s.as_dict(), indent=1) + "\n")
-    if png or html_path:
-        image = render_png(s)
-        if png:
-            Path(png).write_bytes(image)
-        if html_path:
-            Path(html_path).write_text(render_html(s, image))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m alpaca_jobs.ops.report``: the same command outside the CLI group."""
-    import sys
-
-    from alpaca_jobs.common.errors import UserError
-
-    try:
-        report_command.main(argv, prog_name="python -m alpaca_jobs.ops.report", standalone_mode=False)
-    except UserError as exc:
-        click.echo(f"error: {exc}", err=True)
-        return 2
-    except click.ClickException as exc:
-        exc.show(sys.stderr)
-        return exc.exit_code
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        n = ledger_mod.backfill(conn, Path(scan)) if scan else None
+        return summarize(ledger_mod.records(conn)), path, n

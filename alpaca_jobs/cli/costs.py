@@ -1,0 +1,90 @@
+"""``alpaca-jobs cost estimate`` and ``alpaca-jobs report``: the click side of ``ops/estimate.py``
+(the 7B recipe's projected cost, formula shown) and ``ops/report.py`` (GPU-hours and cost per
+run, stage and cluster, from the ledger). torch-free; matplotlib only for --png/--html."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from alpaca_jobs.common.errors import UserError
+from alpaca_jobs.ops.estimate import (
+    ALPACA_EXAMPLES,
+    ASSUMED_MEAN_TOKENS,
+    estimate,
+    from_record,
+    peak_for,
+)
+from alpaca_jobs.ops.prices import gpu_price
+from alpaca_jobs.ops.report import format_table, load_summary, render_html, render_png
+
+
+@click.command("estimate")
+@click.option("--tokens-per-second", type=float, help="measured 7B throughput of the whole node")
+@click.option("--mfu", type=float, help="model FLOPs utilisation (0-1) to assume")
+@click.option("--record", type=click.Path(exists=True, dir_okay=False),
+              help="a run.json: its MFU (GPU runs) and mean example length")
+@click.option("--gpus", default=8, show_default=True)
+@click.option("--gpu-type", default="a100-80gb", show_default=True)
+@click.option("--gpu-hour-usd", type=float, help="price override")
+@click.option("--epochs", default=3, show_default=True)
+@click.option("--examples", default=ALPACA_EXAMPLES, show_default=True)
+@click.option("--mean-tokens", type=float, help=f"tokens per example (default: from --record, else {ASSUMED_MEAN_TOKENS})")
+@click.option("--target-usd", default=100.0, show_default=True)
+def estimate_command(tokens_per_second, mfu, record, gpus, gpu_type, gpu_hour_usd, epochs,
+                     examples, mean_tokens, target_usd) -> None:
+    """Project the cost of the 7B recipe (default: 3 epochs of 52K examples on 8x A100-80GB)."""
+    note = ""
+    if mfu is not None and not 0 < mfu <= 1:
+        raise UserError(f"--mfu {mfu}: a model FLOPs utilisation is a fraction in (0, 1], e.g. 0.45")
+    if gpus < 1:
+        raise UserError(f"--gpus {gpus}: give at least one GPU")
+    peak = peak_for(gpu_type)
+    if record:
+        mean_tokens, mfu, note = from_record(record, gpu_type, mean_tokens, mfu, tokens_per_second)
+    if mean_tokens is None:
+        mean_tokens = ASSUMED_MEAN_TOKENS
+        click.echo(f"mean tokens per example: {mean_tokens} (assumed; pass --mean-tokens or --record)")
+    p = gpu_price(gpu_type, gpu_hour_usd)
+    est = estimate(gpus=gpus, price=p.usd_per_gpu_hour, epochs=epochs, examples=examples,
+                   mean_tokens=mean_tokens, tokens_per_second=tokens_per_second, mfu=mfu, peak=peak)
+    click.echo(f"7B Alpaca recipe on {gpus}x {gpu_type}")
+    if note:
+        click.echo("  " + note)
+    for line in est.lines:
+        click.echo("  " + line)
+    click.echo(f"  price: {p.source}")
+    verdict = "MET" if est.cost_usd <= target_usd else "MISSED"
+    click.echo(f"target ${target_usd:.2f}: {verdict}")
+
+
+@click.command("report")
+@click.option("--ledger", type=click.Path(dir_okay=False),
+              help="the ledger file (default: env ALPACA_JOBS_LEDGER, else <runs dir>/ledger.sqlite3)")
+@click.option("--runs-dir", help="where runs live (env ALPACA_JOBS_RUNS_DIR; default ./runs)")
+@click.option("--scan", type=click.Path(file_okay=False),
+              help="first import DIR/*/run.json into the ledger (runs from before it existed)")
+@click.option("--png", type=click.Path(dir_okay=False), help="write the chart here")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False),
+              help="write a self-contained HTML page here")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True),
+              help="write the numbers as JSON here ('-': stdout, instead of the table)")
+def report_command(ledger, runs_dir, scan, png, html_path, json_path) -> None:
+    """GPU-hours and cost per run, stage and cluster, training against the $100 target."""
+    s, path, imported = load_summary(ledger, runs_dir, scan)
+    if imported is not None:
+        click.echo(f"imported {imported} run record(s) from {scan} into {path}", err=True)
+    if json_path == "-":
+        click.echo(json.dumps(s.as_dict(), indent=1))
+    else:
+        click.echo(format_table(s))
+        if json_path:
+            Path(json_path).write_text(json.dumps(s.as_dict(), indent=1) + "\n")
+    if png or html_path:
+        image = render_png(s)
+        if png:
+            Path(png).write_bytes(image)
+        if html_path:
+            Path(html_path).write_text(render_html(s, image))
