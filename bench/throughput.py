@@ -15,7 +15,7 @@ per-step times on both sides):
   alpaca_jobs.runtime --spec SPEC --run-dir RUN_DIR --backend bench --set ...`` (SPEC: jobs/train-local.yaml
   on CPU, jobs/train.yaml on a GPU), FSDP2 over gloo (CPU) or NCCL, packed rows.
 - Trainer: ``bench/trainer_side.py`` with the same spec and overrides, i.e.
-  ``alpaca_jobs.train.reference.trainer_losses``: padded micro-batches of 4 per process,
+  ``bench/reference.py``'s ``trainer_losses``: padded micro-batches of 4 per process,
   accumulation = global batch / (4 x P); one plain process for P=1, and under
   ``torch.distributed.run --nproc-per-node=2`` its own DDP (gloo on CPU) for P=2 (checked:
   world size 2, parallel mode distributed, identical gradients on both processes at step 1).

@@ -5,7 +5,7 @@
         bench/trainer_side.py SPEC OUT --set k=v ...                        # the Trainer's DDP
 
 Takes the same spec and overrides as our worker (train.max_steps is the run's length) and
-runs ``alpaca_jobs.train.reference.trainer_losses``: padded micro-batches of
+runs ``bench/reference.py``'s ``trainer_losses``: padded micro-batches of
 train.micro_batch_size per process, accumulation global / (micro x processes), our plan's
 epoch order, attn_implementation="sdpa", fp32 (bf16 autocast where the layout asks for bf16
 and a GPU is present). Each process writes OUT.rank<R>.json: per optimizer step the wall
@@ -105,7 +105,7 @@ def run(spec: str, sets: list[str], out: Path) -> dict[str, Any]:
     from alpaca_jobs.spec import load_spec
     from alpaca_jobs.train.data import build_examples
     from alpaca_jobs.train.models import add_pad_token, flop_params
-    from alpaca_jobs.train.reference import trainer_losses
+    from bench.reference import trainer_losses
 
     loaded = load_spec(spec, sets)
     cfg = loaded.spec.train

@@ -115,7 +115,7 @@ def test_matches_a_plain_hf_trainer_run(baseline, tmp_path):
     from alpaca_jobs.spec import load_spec
     from alpaca_jobs.train.data import build_examples
     from alpaca_jobs.train.models import add_pad_token
-    from alpaca_jobs.train.reference import trainer_losses
+    from bench.reference import trainer_losses
 
     loaded = load_spec(SPEC)
     cfg = loaded.spec.train

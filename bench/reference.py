@@ -1,6 +1,7 @@
 """A plain Hugging Face Trainer run of the same recipe: padded batches, one process.
 
-The yardstick for fidelity (our packed FSDP loop must give the same per-step losses) and for
+Not shipped (bench and tests only: ``from bench.reference import trainer_losses`` with the
+repository root on sys.path). The yardstick for fidelity (our packed FSDP loop must give the same per-step losses) and for
 the throughput benchmark. Same data order as our loop: a sampler that replays our plan's
 per-epoch permutation, so each optimizer step sees the same examples.
 """
