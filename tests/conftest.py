@@ -44,6 +44,35 @@ def tiny(tiny_dir):
     return tok, model
 
 
+# What careless shell, YAML or #SBATCH quoting breaks on (as submitit's weird_tmp_path fixture):
+# spaces, both quotes, ';', '#', '$', a backtick, and (AWKWARD only) a line break.
+AWKWARD_ONE_LINE = "we ird 'single' \"double\"; #hash $HOME `tick`"
+AWKWARD = AWKWARD_ONE_LINE + "\nsecond line"
+
+
+@pytest.fixture()
+def awkward_dir(tmp_path) -> Path:
+    """A directory whose name holds AWKWARD; run dirs and spec files go inside it."""
+    path = tmp_path / AWKWARD
+    path.mkdir()
+    return path
+
+
+def awkward_spec(where: Path, job: str = "train", spec: str = "jobs/train-local.yaml", **fields) -> Path:
+    """``spec`` copied under ``where`` (a name of its own that is awkward too), its paths made
+    absolute, its runs in ``where/runs``; ``fields`` are top-level fields to set."""
+    import yaml
+
+    data = yaml.safe_load((ROOT / spec).read_text())
+    data.update({"runs_dir": str(where / "runs"), "layout": str((ROOT / spec).parent / data.get("layout", "layouts/fsdp2-cpu.yaml"))})
+    if job == "train" and "train" in data:
+        data["train"]["data"] = str(ROOT / data["train"]["data"])
+    data.update(fields)
+    path = where / "spec; 'it' \"is\".yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
 def cli(*args: str, cwd: Path = ROOT, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real `alpaca-jobs` CLI in a subprocess."""
     return subprocess.run(

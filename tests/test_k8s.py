@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, cli, metrics
+from tests.conftest import AWKWARD, ROOT, awkward_spec, cli, metrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.k8s]
 SPEC = "jobs/train-local.yaml"
@@ -344,3 +344,19 @@ def test_logs_follow_streams_the_pod_log_to_the_end(ns, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "training completed at step 4/4" in proc.stdout
     assert proc.stdout.count("training from step 0 of 4") == 1  # streamed once, not re-read
+
+
+def test_awkward_paths_submit_status_and_logs(ns, tmp_path):
+    """Spaces, both quotes, ';', '#', '$', a backtick and a line break in the spec path and the
+    run dir: the payload carries them as themselves to the pod, status and logs find the run."""
+    where = tmp_path / AWKWARD
+    where.mkdir()
+    runs = where / "runs"
+    proc = cli("submit", str(awkward_spec(where)), "--cluster", "k8s", "--run-id", "k8s-awkward",
+               "--set", f"k8s.namespace={ns}", "--set", "train.max_steps=2")
+    assert proc.returncode == 0, proc.stderr
+    out = _wait("k8s-awkward", runs, {"COMPLETED", "FAILED"})
+    assert "k8s-awkward: COMPLETED" in out, out + cli("logs", "k8s-awkward", "--runs-dir", str(runs)).stdout
+    assert json.loads((runs / "k8s-awkward" / "run.json").read_text())["steps"] == 2
+    logs = cli("logs", "k8s-awkward", "--runs-dir", str(runs))
+    assert logs.returncode == 0 and "step 2/2" in logs.stdout, logs.stderr

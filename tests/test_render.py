@@ -219,3 +219,32 @@ def test_metrics_sinks_reach_the_jobs_environment():
     off = load_spec(spec, ["k8s.pushgateway=null", "slurm.textfile_dir=null"])
     assert "ALPACA_JOBS_PUSHGATEWAY" not in manifests(off, str(spec))
     assert "ALPACA_JOBS_TEXTFILE_DIR" not in render_script(off.spec, "g")
+
+
+def test_kubernetes_render_reads_no_kubeconfig(tmp_path):
+    """Rendering is pure, as Slurm's is: the objects carry the spec's namespace or none (submit
+    then sends them to the kubeconfig context's namespace, as kubectl apply would)."""
+    import yaml
+
+    config = tmp_path / "kubeconfig"
+    config.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u", "namespace": "from-kubeconfig"}}],
+        "clusters": [{"name": "k", "cluster": {"server": "https://127.0.0.1:1"}}], "users": [{"name": "u", "user": {}}]}))
+    env = {"KUBECONFIG": str(config)}
+    dry = cli("submit", "jobs/train-local.yaml", "--cluster", "k8s", "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    docs = [d for d in yaml.safe_load_all(dry.stdout) if d]
+    assert docs and all("namespace" not in d["metadata"] for d in docs) and "from-kubeconfig" not in dry.stdout
+    mine = cli("submit", "jobs/train-local.yaml", "--cluster", "k8s", "--dry-run", "--set", "k8s.namespace=team-a", env=env)
+    assert {d["metadata"]["namespace"] for d in yaml.safe_load_all(mine.stdout) if d} == {"team-a"}
+
+
+def test_the_cli_lists_backends_from_the_registry():
+    """`render --cluster` offers the backends that render plain files, as the registry names them."""
+    from alpaca_jobs.backends import BACKENDS, RENDERS_PLAIN, get_backend
+    from alpaca_jobs.backends.base import Backend
+
+    plain = {n for n in BACKENDS if type(get_backend(n)).render_plain is not Backend.render_plain}
+    assert plain == set(RENDERS_PLAIN)
+    assert "[slurm|k8s]" in cli("render", "--help").stdout

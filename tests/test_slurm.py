@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, cli, metrics
+from tests.conftest import AWKWARD_ONE_LINE, ROOT, awkward_spec, cli, metrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
 SPEC = "jobs/train-local.yaml"
@@ -278,3 +278,21 @@ def test_pipeline_chain_runs_as_dependent_slurm_jobs(tmp_path):
             assert run["job_id"] == ids[stage] or (run["reused"] and run["status"] == "COMPLETED"), (stage, run)
         check_outputs(tmp_path / "runs", "sp", t)
     assert cli("cancel", "sp-serve", "--runs-dir", str(tmp_path / "runs")).returncode == 0
+
+
+def test_awkward_paths_submit_status_and_logs(tmp_path):
+    """Spaces, both quotes, ';', '#', '$' and a backtick in the spec path and the run dir reach
+    sbatch, srun and the workers as themselves (a line break is refused at render, one line:
+    tests/test_awkward_paths.py)."""
+    where = tmp_path / AWKWARD_ONE_LINE
+    where.mkdir()
+    runs = where / "runs"
+    proc = cli("submit", str(awkward_spec(where)), "--cluster", "slurm", "--run-id", "awkward",
+               "--set", "train.max_steps=2", env=ENV)
+    assert proc.returncode == 0, proc.stderr
+    out = _wait_done("awkward", runs)
+    assert "awkward: COMPLETED" in out, out + cli("logs", "awkward", "--runs-dir", str(runs)).stdout
+    assert (runs / "awkward" / "logs" / "batch.out").is_file()  # #SBATCH --output, quoted for sbatch
+    assert _record(runs, "awkward")["steps"] == 2
+    logs = cli("logs", "awkward", "--runs-dir", str(runs))
+    assert logs.returncode == 0 and "step 2/2" in logs.stdout, logs.stderr

@@ -22,6 +22,9 @@ SECTIONS = {
     "slurm": "alpaca_jobs.backends.slurm_config:SlurmConfig",
     "k8s": "alpaca_jobs.backends.k8s_config:K8sConfig",
 }
+# Backends whose render_plain writes files for the cluster's own tools (`alpaca-jobs render`);
+# named here so the CLI lists them without importing a client library (tests/test_render.py checks).
+RENDERS_PLAIN = ("slurm", "k8s")
 PLANNED: dict[str, str] = {}
 CLUSTERS = tuple(BACKENDS) + tuple(PLANNED)
 

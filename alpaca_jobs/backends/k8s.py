@@ -1,5 +1,8 @@
 """Kubernetes backend: the official client, the current kubeconfig context and namespace.
 
+render is pure: the objects carry the spec's ``k8s.namespace``, or none; submit sends them to
+that namespace, else to the kubeconfig context's (read then, as ``kubectl apply`` does).
+
 submit = create the run's ConfigMap and Job (the Job owns the ConfigMap, so deleting the
 Job cleans both); status = the Job's conditions; logs = the newest pod's log, or the copy
 kept under the run dir once its pod is gone; cancel = *suspend* the Job, never delete it:
@@ -35,16 +38,17 @@ def _api():
     return client
 
 
-def current_namespace(loaded: LoadedSpec | None = None) -> str:
-    if loaded and loaded.spec.k8s.namespace:
-        return loaded.spec.k8s.namespace
+def context_namespace() -> str:
+    """The kubeconfig context's namespace, read at submit (never while rendering), as kubectl
+    does for a manifest that names none."""
     from kubernetes import config
 
     try:
         _, active = config.list_kube_config_contexts()
-        return active["context"].get("namespace") or "default"
-    except Exception:  # noqa: BLE001 - no kubeconfig yet: the dry run still renders
-        return "default"
+    except Exception as exc:  # no kubeconfig, bad context: say so plainly
+        raise UserError(f"CLUSTER=k8s: cannot read a kubeconfig ({exc}); set KUBECONFIG, or "
+                        "k8s.namespace in the spec") from None
+    return active["context"].get("namespace") or "default"
 
 
 def _server_error(exc: Exception) -> UserError:
@@ -96,7 +100,9 @@ class K8sBackend(Backend):
             raise UserError(f"{loaded.path}: resources.nodes is {spec.resources.nodes}; the Kubernetes "
                             "backend runs one node per job today (use CLUSTER=slurm for multi-node)")
         run_dir = str(Path(spec.runs_dir) / run_id)
-        ns = current_namespace(loaded)
+        # Pure: the namespace is the spec's, or none in the objects (submit then uses the
+        # kubeconfig context's, as kubectl apply would), never read from the kubeconfig here.
+        ns = spec.k8s.namespace
         loaded = objs.pin(loaded)
         cm = objs.config_map(loaded, run_id, run_dir)
         work = objs.workload(loaded, run_id, loaded.spec.image)
@@ -113,7 +119,7 @@ class K8sBackend(Backend):
         client = _api()
         from kubernetes.client.rest import ApiException
 
-        ns = sub.payload["namespace"]
+        ns = sub.payload["namespace"] or context_namespace()
         cm, owner_obj, *rest = sub.params["objects"]
         core, batch, apps = client.CoreV1Api(), client.BatchV1Api(), client.AppsV1Api()
         is_job = owner_obj["kind"] == "Job"

@@ -23,7 +23,8 @@ class SecretEnv(Strict):
 class K8sConfig(Section):
     """Cluster-specific Kubernetes settings: configuration, never code."""
 
-    namespace: str | None = Field(None, description="default: the kubeconfig context's")
+    namespace: str | None = Field(None, description="default: the kubeconfig context's, read at "
+                                  "submit (rendered objects then name none)")
     gpu_products: dict[str, str] = Field(
         default_factory=lambda: {"a100-80gb": "NVIDIA-A100-SXM4-80GB"},
         description="gpu_type -> GPU feature discovery's nvidia.com/gpu.product label value",

@@ -258,7 +258,8 @@ def manifests(loaded: LoadedSpec, spec_arg: str) -> str:
     loaded = pin(loaded)
     run_id = loaded.spec.name
     run_dir = f"{loaded.spec.runs_dir}/{run_id}"
-    head = f"# Generated from {spec_arg} by `make render`; edit the spec, not this file.\n"
+    shown = spec_arg.replace("\r", "\\r").replace("\n", "\\n")  # the comment stays one line
+    head = f"# Generated from {shown} by `make render`; edit the spec, not this file.\n"
     if kinds.get(loaded.spec.job).long_running:
         return head + to_yaml([config_map(loaded, run_id, run_dir), *workload(loaded, run_id, loaded.spec.image)])
     how = ("# A Job per run (generateName), so create, not apply:  kubectl create -n alpaca-jobs -f <this file>\n"

@@ -104,6 +104,7 @@ def sbatch_script(spec: JobSpec, *, run_dir: list[str], launch: str, output: str
     if after:
         opts["dependency"] = "afterok:" + ":".join(after)
         opts["kill-on-invalid-dep"] = "yes"
+    notes = tuple(n.replace("\r", "\\r").replace("\n", "\\n") for n in notes)  # a comment stays one line
     lines = ["#!/bin/bash", *(f"# {n}" for n in notes), *(_directive(k, v) for k, v in opts.items()), "",
              *run_dir, 'mkdir -p "$RUN_DIR/logs"', "export SUBMITIT_EXECUTOR=slurm", *spec.slurm.setup]
     if spec.slurm.textfile_dir:
@@ -119,7 +120,7 @@ def standalone_script(loaded: LoadedSpec, spec_arg: str) -> str:
     if not kinds.get(spec.job).per_gpu:
         raise UserError(f"{spec_arg}: standalone sbatch scripts are rendered for per-GPU jobs (train); "
                         f"submit a {spec.job} job with `alpaca-jobs submit --cluster slurm`")
-    default = shlex.quote(f"{spec.runs_dir}/{spec.name}-") + "$SLURM_JOB_ID"
+    default = _in_double_quotes(f"{spec.runs_dir}/{spec.name}-") + "$SLURM_JOB_ID"
     notes = (f"Generated from {spec_arg} by `make render`; edit the spec, not this file.",
              f"Submit from the repository root ({spec_arg} is read from there). The run directory is",
              f"$ALPACA_JOBS_RUN_DIR, else {spec.runs_dir}/{spec.name}-JOBID; a requeued job resumes in it.",
@@ -128,6 +129,11 @@ def standalone_script(loaded: LoadedSpec, spec_arg: str) -> str:
                          launch=f'-m alpaca_jobs.runtime --spec {shlex.quote(spec_arg)} --run-dir "$RUN_DIR" '
                                 f'--backend slurm --launch {shlex.quote(launch_of(loaded).to_json())}',
                          output="%x-%j.out", notes=notes)
+
+
+def _in_double_quotes(text: str) -> str:
+    """``text`` for the inside of a double-quoted shell word (where single quotes are literal)."""
+    return "".join("\\" + c if c in '\\"$`' else c for c in text)
 
 
 def launch_of(loaded: LoadedSpec) -> Launch:
@@ -163,10 +169,19 @@ def array_script(subs: list[Submission]) -> str:
 
 
 def _sbatch_path(path: Path) -> str:
-    """A path for an #SBATCH line, which carries no shell quoting."""
-    if any(c.isspace() for c in str(path)):
-        raise UserError(f"runs_dir: {str(path.parent)!r} has white space, which #SBATCH --output cannot carry")
-    return str(path)
+    """A path for an #SBATCH line. sbatch splits those lines itself: double quotes group (a
+    backslash escapes a quote), an unquoted '#' starts a comment (src/sbatch/opt.c,
+    _get_argument). Slurm then expands '%' patterns in file names, in srun's --output too, and
+    a line ends at a line break, so those are refused: one line naming runs_dir."""
+    text = str(path.parent)
+    bad = [c for c in ("\n", "\r", "%", "\\") if c in text]
+    if bad:
+        raise UserError(f"runs_dir: {text!r} holds {bad[0]!r}, which Slurm's log file names cannot "
+                        "carry; use a runs_dir without line breaks, '%' or backslashes")
+    plain = str(path)
+    if all(c.isalnum() or c in "/._-+,=:@%" for c in plain):
+        return plain
+    return '"' + plain.replace('"', '\\"') + '"'
 
 
 def _array_dir(subs: list[Submission]) -> Path:

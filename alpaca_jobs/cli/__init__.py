@@ -12,7 +12,9 @@ from pathlib import Path
 
 import click
 
+from alpaca_jobs.backends import CLUSTERS, RENDERS_PLAIN
 from alpaca_jobs.common.errors import UserError
+from alpaca_jobs.common.presets import PRESETS
 
 
 class _Group(click.Group):
@@ -40,8 +42,6 @@ def _check_run_id(_ctx, _param, value: str | None) -> str | None:
 
 
 def _cluster_option(f):
-    from alpaca_jobs.backends import CLUSTERS
-
     return click.option(
         "-c", "--cluster", default=lambda: os.environ.get("CLUSTER", "local"), show_default="local",
         type=click.Choice(CLUSTERS), help="where to run (env CLUSTER)",
@@ -81,7 +81,8 @@ def submit(spec: str, cluster: str, overrides: tuple[str, ...], sweep: str | Non
     if dry_run:
         for line in forecasts:  # stderr: stdout is exactly the submission
             click.echo(line, err=True)
-        click.echo(f"# dry run: {cluster} submission of {spec} (nothing submitted)")
+        shown = spec.replace("\r", "\\r").replace("\n", "\\n")  # the comment stays one line
+        click.echo(f"# dry run: {cluster} submission of {shown} (nothing submitted)")
         for sub, v in zip(subs, variants, strict=True):
             if len(subs) > 1:
                 click.echo(f"# --- {sub.run_id}: {' '.join(v[len(overrides):])}")
@@ -158,7 +159,7 @@ def _follow(backend, handle) -> None:
 
 @main.command()
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
-@click.option("-c", "--cluster", type=click.Choice(["slurm", "k8s"]), default="slurm", show_default=True)
+@click.option("-c", "--cluster", type=click.Choice(RENDERS_PLAIN), default=RENDERS_PLAIN[0], show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="write here instead of stdout")
 def render(spec_path: str, cluster: str, output: str | None) -> None:
     """Render SPEC for plain cluster tools: an sbatch script, or manifests for kubectl -k."""
@@ -229,7 +230,7 @@ def models() -> None:
 
 
 @models.command("prepare")
-@click.argument("preset", type=click.Choice(["tiny-llama", "smollm2-135m"]))
+@click.argument("preset", type=click.Choice(PRESETS))
 @click.option("--data", default="seeds/seed_tasks.jsonl", show_default=True,
               help="corpus for tiny-llama's tokenizer")
 def models_prepare(preset: str, data: str) -> None:
@@ -271,9 +272,7 @@ def serve(spec_path: str | None, overrides: tuple[str, ...], model: str | None, 
         raise UserError(f"{spec_path}: job is {loaded.spec.job!r}; `alpaca-jobs serve` runs serve specs")
     cfg = loaded.spec.serve
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    state = build_state(cfg.model, cfg.watermark_gamma, cfg.watermark_delta, watermark_key_file, api_key_file,
-                        cfg.flags_db, cfg.max_queue, cfg.allow_unwatermarked, cfg.watermark_z_threshold,
-                        cfg.max_body_bytes)
+    state = build_state(cfg, watermark_key_file, api_key_file)
     click.echo(f"serving {state.engine.name} on http://{cfg.host}:{cfg.port} "
                f"({'API keys required' if state.api_keys else 'no API keys configured'})")
     uvicorn.run(create_app(state), host=cfg.host, port=cfg.port, log_level="info", access_log=False)

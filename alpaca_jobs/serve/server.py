@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from alpaca_jobs.common.errors import UserError
+from alpaca_jobs.serve.config import ServeConfig
 
 DEFAULT_WATERMARK_KEY = "alpaca-jobs-public-default-watermark-key"
 log = logging.getLogger(__name__)
@@ -39,28 +40,24 @@ def watermark_key(key_file: str | None) -> tuple[str, bool]:
     return (key, False) if key else (DEFAULT_WATERMARK_KEY, True)
 
 
-def build_state(model: str | None, gamma: float, delta: float, key_file: str | None, api_key_file: str | None,
-                flags_db: str, max_queue: int, allow_unwatermarked: bool, z_threshold: float | None = None,
-                max_body_bytes: int | None = None):
-    """The server's state. z_threshold and max_body_bytes default to ServeConfig's defaults."""
+def build_state(cfg: ServeConfig, key_file: str | None = None, api_key_file: str | None = None):
+    """The server's state from the serve section; the secrets from ``key_file`` (the watermark
+    key) and ``api_key_file``, else the environment (never from the spec)."""
+    from alpaca_jobs.model_dirs import resolve_model
     from alpaca_jobs.serve.app import ServeState
-    from alpaca_jobs.serve.config import ServeConfig
     from alpaca_jobs.serve.engine import Engine
     from alpaca_jobs.serve.flags import FlagStore
     from alpaca_jobs.serve.watermark import WatermarkConfig
-
-    defaults = ServeConfig()
 
     key, public = watermark_key(key_file)
     if public:
         log.warning("watermark key: the public default (set ALPACA_JOBS_WATERMARK_KEY to keep it secret)")
     try:
-        wm = WatermarkConfig(key=key, gamma=gamma, delta=delta, z_threshold=z_threshold or defaults.watermark_z_threshold)
+        wm = WatermarkConfig(key=key, gamma=cfg.watermark_gamma, delta=cfg.watermark_delta,
+                             z_threshold=cfg.watermark_z_threshold)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    from alpaca_jobs.model_dirs import resolve_model
-
-    path = resolve_model(model)
-    engine = Engine(path, wm, max_queue=max_queue, name=path.name)
-    return ServeState(engine, FlagStore(Path(flags_db)), api_keys(api_key_file), allow_unwatermarked,
-                      max_body_bytes=max_body_bytes or defaults.max_body_bytes)
+    path = resolve_model(cfg.model)
+    engine = Engine(path, wm, max_queue=cfg.max_queue, name=path.name)
+    return ServeState(engine, FlagStore(Path(cfg.flags_db)), api_keys(api_key_file), cfg.allow_unwatermarked,
+                      max_body_bytes=cfg.max_body_bytes)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from alpaca_jobs.serve.flags import FlagStore
 
 log = logging.getLogger(__name__)
-Kind = Literal["text", "chat"]
+Route = Literal["text", "chat"]  # the OpenAI route a request came through: completions or chat
 
 
 class ApiError(Exception):
@@ -85,9 +85,9 @@ class OpenAIServing:
     def chat_prompt(self, req: p.ChatCompletionRequest) -> str:
         return self.engine.chat_prompt([m.model_dump() for m in req.messages], req.input or "")
 
-    async def create(self, kind: Kind, prompt: str, req: p._Sampling,
+    async def create(self, route: Route, prompt: str, req: p._Sampling,
                      disconnected: Any = None) -> BaseModel | AsyncIterator[str] | Gone:
-        """A completion (kind "text") or chat completion: a response model, an SSE stream, or
+        """A completion (route "text") or chat completion: a response model, an SSE stream, or
         Gone. ``disconnected`` is an async callable telling whether the client left."""
         params = self.params_of(req)
         try:
@@ -96,12 +96,12 @@ class OpenAIServing:
             raise ApiError(400, str(exc), param="max_tokens", code="context_length_exceeded") from None
         if (await asyncio.to_thread(moderate, prompt)).flagged:
             self.metrics.refusals.labels("prompt").inc()
-            return _response(kind, req.model, REFUSAL, len(ids), 0, "content_filter")
+            return _response(route, req.model, REFUSAL, len(ids), 0, "content_filter")
         if req.stream:
             if self.engine.waiting >= self.engine.max_queue:  # refuse before the 200 headers go out
                 raise ApiError(429, f"{self.engine.waiting} requests are queued or running; try again shortly",
                                "rate_limit_error", code="queue_full")
-            return self._sse(kind, req.model, self.engine.stream(ids, params))
+            return self._sse(route, req.model, self.engine.stream(ids, params))
         try:
             gen = await _unless_gone(self.engine.generate(ids, params), disconnected)
         except QueueFull as exc:
@@ -111,23 +111,23 @@ class OpenAIServing:
         if gen is None:  # the caller hung up (a client timeout): its row was dropped
             self.metrics.abandoned.inc()
             return Gone()
-        return await self._finish(kind, req.model, gen)
+        return await self._finish(route, req.model, gen)
 
-    async def _finish(self, kind: Kind, model: str, gen: Generation) -> BaseModel:
+    async def _finish(self, route: Route, model: str, gen: Generation) -> BaseModel:
         self._count(gen)
         if (await asyncio.to_thread(moderate, gen.text)).flagged:
             self.metrics.refusals.labels("output").inc()
-            return _response(kind, model, REFUSAL, gen.prompt_tokens, gen.completion_tokens, "content_filter")
-        return _response(kind, model, gen.text, gen.prompt_tokens, gen.completion_tokens, gen.finish_reason)
+            return _response(route, model, REFUSAL, gen.prompt_tokens, gen.completion_tokens, "content_filter")
+        return _response(route, model, gen.text, gen.prompt_tokens, gen.completion_tokens, gen.finish_reason)
 
     def _count(self, gen: Generation) -> None:
         self.metrics.tokens.labels("prompt").inc(gen.prompt_tokens)
         self.metrics.tokens.labels("completion").inc(gen.completion_tokens)
 
-    async def _sse(self, kind: Kind, model: str, chunks: AsyncIterator) -> AsyncIterator[str]:
+    async def _sse(self, route: Route, model: str, chunks: AsyncIterator) -> AsyncIterator[str]:
         """Server-sent events. A failure after the headers ends the stream with an OpenAI-style
         error event, then ``[DONE]``, as the OpenAI client expects."""
-        chunk = _Chunker(kind, model)
+        chunk = _Chunker(route, model)
         sent = ""
         try:
             async with contextlib.aclosing(chunks):  # a client that leaves frees its row at once
@@ -186,10 +186,10 @@ def _event(body: dict[str, Any] | BaseModel) -> str:
     return f"data: {data}\n\n"
 
 
-def _response(kind: Kind, model: str, text: str, prompt_tokens: int, completion_tokens: int,
+def _response(route: Route, model: str, text: str, prompt_tokens: int, completion_tokens: int,
               reason: str) -> BaseModel:
     usage = p.Usage.of(prompt_tokens, completion_tokens)
-    if kind == "text":
+    if route == "text":
         return p.CompletionResponse(model=model, usage=usage,
                                     choices=[p.CompletionChoice(text=text, finish_reason=reason)])
     return p.ChatCompletionResponse(model=model, usage=usage, choices=[
@@ -199,13 +199,13 @@ def _response(kind: Kind, model: str, text: str, prompt_tokens: int, completion_
 class _Chunker:
     """One stream's chunks: the same id and creation time on every chunk, as OpenAI sends."""
 
-    def __init__(self, kind: Kind, model: str) -> None:
-        self.kind, self.model = kind, model
-        self.id = p.new_id("cmpl" if kind == "text" else "chatcmpl")
+    def __init__(self, route: Route, model: str) -> None:
+        self.route, self.model = route, model
+        self.id = p.new_id("cmpl" if route == "text" else "chatcmpl")
         self.created = p.now()
 
     def __call__(self, delta: str, reason: str | None) -> str:
-        if self.kind == "text":
+        if self.route == "text":
             return _event(p.CompletionResponse(id=self.id, created=self.created, model=self.model,
                                                choices=[p.CompletionChoice(text=delta, finish_reason=reason)]))
         d = p.DeltaMessage(content=delta) if delta or reason is None else p.DeltaMessage()

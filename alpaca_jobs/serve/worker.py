@@ -16,8 +16,7 @@ def serve_body(job) -> Any:
     from alpaca_jobs.serve.server import build_state
 
     cfg = job.spec.serve
-    state = build_state(cfg.model, cfg.watermark_gamma, cfg.watermark_delta, None, None, cfg.flags_db,
-                        cfg.max_queue, cfg.allow_unwatermarked, cfg.watermark_z_threshold, cfg.max_body_bytes)
+    state = build_state(cfg)
     # alpaca_job_* on /metrics: the job's own GPU-seconds and cost, as they stand at each scrape
     state.collectors.append(RecordCollector(lambda: vars(job.record("running"))))
     logging.getLogger(__name__).info("serving %s on %s:%d", state.engine.name, cfg.host, cfg.port)
