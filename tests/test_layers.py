@@ -66,3 +66,33 @@ def _cycles(graph) -> list[list[str]]:
 def test_no_import_cycles():
     graph = grimp.build_graph("alpaca_jobs")
     assert _cycles(graph) == []
+
+
+# A kind's own CLI command checks that its spec is of that kind: the one place outside a kind's
+# package that may name it.
+OWN_COMMANDS = {("cli/__init__.py", "serve"), ("cli/evaluate.py", "evaluate")}
+
+
+def test_no_kind_or_cluster_name_is_branched_on_outside_its_module():
+    """Generic code asks the registries (a Kind's declaration, a Backend's capabilities); a
+    comparison with a kind's or a backend's name belongs in that kind's package or backend's module."""
+    import ast
+
+    from alpaca_jobs.backends import BACKENDS
+    from alpaca_jobs.common import kinds
+
+    names = set(kinds.DECLARED) | set(BACKENDS)
+    root = ROOT / "alpaca_jobs"
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        own = {rel.parts[0], path.stem.split("_")[0]}  # train/..., backends/slurm.py, slurm_config.py
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Compare):
+                continue
+            for side in (node.left, *node.comparators):
+                for value in (side, *getattr(side, "elts", ())):
+                    name = getattr(value, "value", None)
+                    if name in names and name not in own and (rel.as_posix(), name) not in OWN_COMMANDS:
+                        found.append(f"{rel}:{node.lineno}: {ast.unparse(node)}")
+    assert found == []
