@@ -1,8 +1,14 @@
 """Typed job specs: one YAML file per job in `jobs/`, validated before anything runs.
 
-A spec holds *what* to run (the job's hyperparameters), *how much hardware* (``resources``)
-and *how the hardware is laid out* (``layout``: a separate accelerate/FSDP file, so the 7B
-recipe and the 8-GPU layout are chosen independently). Backends only ever see a spec.
+A spec holds *what* to run (the job's hyperparameters, in a section named after the kind),
+*how much hardware* (``resources``) and *how the hardware is laid out* (``layout``: a separate
+accelerate/FSDP file, so the 7B recipe and the 8-GPU layout are chosen independently).
+Backends only ever see a spec.
+
+The sections belong to their owners: each kind declares its section's model (``Kind.config``,
+e.g. ``alpaca_jobs/train/config.py``) and each backend its own (``SECTIONS`` in
+``alpaca_jobs/backends``); ``JobSpec`` is the fields every job has, and each kind's class adds
+its section and the backends' to it. A plugin kind's section is validated like a built-in one.
 
 Errors name the file and the field path, e.g.
 ``jobs/train.yaml: train.learning_rate: Input should be greater than 0 (got -1)``.
@@ -10,6 +16,7 @@ Errors name the file and the field path, e.g.
 
 from __future__ import annotations
 
+import importlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +28,14 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
 from alpaca_jobs.common import kinds
-from alpaca_jobs.common.errors import SpecError
+from alpaca_jobs.common.config import Strict, format_validation, read_yaml, validate
+from alpaca_jobs.common.errors import SpecError, UserError
 
 MAX_GPUS_PER_NODE = 16  # no node sold today has more; a bigger number is a typo
 IMAGE_ENV = "ALPACA_JOBS_IMAGE"  # "<repository>:<tag>": job X runs "<repository>/X:<tag>"
@@ -45,11 +54,7 @@ def image_for(job: str, setting: str | None = None) -> str:
     return f"{repo}/{job}:{tag}"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Resources(_Strict):
+class Resources(Strict):
     nodes: int = Field(1, ge=1)
     gpus_per_node: int = Field(0, ge=0, le=MAX_GPUS_PER_NODE)
     gpu_type: str | None = Field(None, description="price-table and scheduler key, e.g. a100-80gb")
@@ -94,52 +99,7 @@ class Resources(_Strict):
         return parse_duration_minutes(self.time_limit)
 
 
-class PromptFormat(_Strict):
-    """The preamble sentences are ours; the ``### ...:`` section markers are the Alpaca format."""
-
-    preamble_with_input: str = (
-        "Here is a task, paired with more context. Write a reply that carries out the task."
-    )
-    preamble_no_input: str = "Here is a task. Write a reply that carries out the task."
-
-
-class TrainConfig(_Strict):
-    base_model: str = Field(description="HF model directory, or preset:tiny-llama / preset:smollm2-135m")
-    data: str = Field(description="Alpaca JSON/JSONL, or self-instruct seed JSONL")
-    max_length: int = Field(512, ge=16, le=131072)
-    global_batch_size: int = Field(128, ge=1)
-    micro_batch_size: int = Field(
-        4, ge=1, description="examples per micro-batch of the padded recipe (the HF Trainer "
-        "reference); our loop packs rows by tokens_per_micro_step instead")
-    tokens_per_micro_step: int = Field(
-        8192, ge=128, le=1_048_576, description="token budget of one packed row per process: a "
-        "step's share is split into more micro-steps only when it exceeds this (8192 fits the 7B "
-        "on 80 GB without activation checkpointing)")
-    epochs: int = Field(3, ge=1, le=1000)
-    max_steps: int | None = Field(None, ge=1, description="stop early (smoke tests)")
-    learning_rate: float = Field(2e-5, gt=0, lt=1)
-    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
-    warmup_ratio: float = Field(0.03, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float = Field(1.0, ge=0, description="0 disables clipping")
-    adam_beta1: float = Field(0.9, ge=0, lt=1)
-    adam_beta2: float = Field(0.999, ge=0, lt=1)
-    adam_epsilon: float = Field(1e-8, gt=0)
-    seed: int = 42
-    checkpoint_interval_minutes: float = Field(
-        30.0, gt=0, le=10_080, description="wall-clock time between checkpoints (also on a stop signal)")
-    checkpoint_every_steps: int | None = Field(None, ge=1, description="also every N steps")
-    keep_checkpoints: int = Field(2, ge=1)
-    progress_every_seconds: float = Field(
-        10.0, gt=0, le=86_400, description="rank 0 logs a progress line (step n/N, loss, tokens/s, "
-        "ETA, cost so far) this often when its stdout is not a terminal; on one it draws a bar")
-    trackers: list[Literal["tensorboard", "wandb"]] = Field(
-        default_factory=list, description="experiment trackers rank 0 logs each step to "
-        "(accelerate's: TensorBoard under <run dir>/tensorboard, W&B when installed)")
-    prompt: PromptFormat = Field(default_factory=PromptFormat)
-
-
-class FsdpConfig(_Strict):
+class FsdpConfig(Strict):
     fsdp_version: Literal[2] = 2
     fsdp_reshard_after_forward: bool = Field(True, description="true = full shard (ZeRO-3)")
     fsdp_auto_wrap_policy: Literal["TRANSFORMER_BASED_WRAP"] = "TRANSFORMER_BASED_WRAP"
@@ -150,7 +110,7 @@ class FsdpConfig(_Strict):
     fsdp_activation_checkpointing: bool = False
 
 
-class Layout(_Strict):
+class Layout(Strict):
     """The hardware layout: an accelerate-style FSDP config, kept apart from hyperparameters."""
 
     distributed_type: Literal["FSDP"] = "FSDP"
@@ -164,7 +124,7 @@ class Layout(_Strict):
     fsdp_config: FsdpConfig = Field(default_factory=FsdpConfig)
 
 
-class CostConfig(_Strict):
+class CostConfig(Strict):
     gpu_hour_usd: float | None = Field(None, ge=0, description="default: price table by gpu_type")
     cpu_core_hour_usd: float = Field(0.0, ge=0)
     target_usd: float | None = Field(None, gt=0)
@@ -172,246 +132,121 @@ class CostConfig(_Strict):
                                   "(compute: expected, else time limit x GPUs x price); --over-budget overrides")
 
 
-class Container(_Strict):
-    """How a Slurm job runs its image: none (the nodes' own Python), pyxis (srun
-    --container-image) or apptainer (python wrapped in ``apptainer exec``)."""
+class JobSpec(Strict):
+    """What every job has. A kind's own section (named after it, e.g. ``train``) and each
+    backend's (``slurm``, ``k8s``) come from their registries: ``JobSpec.model_validate``
+    validates with the class of the spec's ``job`` (``model_for``), so ``spec.train`` exists
+    on a train job and on no other."""
 
-    runtime: Literal["none", "pyxis", "apptainer"] = "none"
-    image: str | None = Field(None, description="pyxis: registry image or .sqsh; apptainer: .sif")
-    mounts: list[str] = Field(default_factory=list, description="host:container paths")
-    workdir: str | None = Field(None, description="pyxis: working directory inside the container")
-    python: str = Field("python3", description="the interpreter inside the container")
-
-    @model_validator(mode="after")
-    def _check(self) -> Container:
-        if self.runtime != "none" and not self.image:
-            raise ValueError(f"image is required with runtime {self.runtime}")
-        return self
-
-
-class SlurmConfig(_Strict):
-    """Site-specific Slurm names: configuration, never code."""
-
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
-    gres_types: dict[str, str] = Field(
-        default_factory=dict,
-        description="gpu_type -> the site's gres type, e.g. {a100-80gb: a100}; "
-        "unmapped types ask for --gpus-per-node",
-    )
-    exclusive: bool = Field(False, description="the whole node for this job (#SBATCH --exclusive)")
-    python: str = Field("python3", description="the interpreter on the compute nodes (container runtime "
-                        "none), with alpaca_jobs installed: a command on their PATH or a path; "
-                        "checked on a node before submission")
-    setup: list[str] = Field(default_factory=list, description="shell lines run before srun")
-    extra_sbatch: dict[str, str | int | bool] = Field(default_factory=dict)
-    max_requeues: int = Field(5, ge=0, description="times a timed-out job requeues itself")
-    textfile_dir: str | None = Field(None, description="node_exporter textfile collector directory: "
-                                     "each run writes its metrics there")
-    container: Container = Field(default_factory=Container)
-
-
-class Claim(_Strict):
-    claim: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-    mount: str = Field(pattern=r"^/")
-    read_only: bool = False
-
-
-class SecretEnv(_Strict):
-    secret: str
-    key: str
-
-
-class K8sConfig(_Strict):
-    """Cluster-specific Kubernetes settings: configuration, never code."""
-
-    namespace: str | None = Field(None, description="default: the kubeconfig context's")
-    gpu_products: dict[str, str] = Field(
-        default_factory=lambda: {"a100-80gb": "NVIDIA-A100-SXM4-80GB"},
-        description="gpu_type -> GPU feature discovery's nvidia.com/gpu.product label value",
-    )
-    volumes: list[Claim] = Field(default_factory=list, description="PVCs: runs, data, models")
-    shm_gb: float = Field(16, gt=0, description="memory-backed /dev/shm for the workers")
-    backoff_limit: int = Field(3, ge=0)
-    grace_seconds: int = Field(120, ge=1, description="SIGTERM to SIGKILL: time to checkpoint")
-    ttl_seconds_after_finished: int | None = Field(
-        7 * 24 * 3600, ge=0, description="a finished Job (and its pods' logs) is deleted this long after it "
-        "ends (servers 1.21+); null keeps it until deleted by hand")
-    run_as_user: int = Field(1000, ge=1)
-    service_account: str | None = None
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
-    secret_env: dict[str, SecretEnv] = Field(default_factory=dict, description="ENV: {secret, key}")
-    priority_class: str | None = None
-    pushgateway: str | None = Field(None, description="Prometheus Pushgateway URL the jobs push to, "
-                                    "e.g. http://pushgateway.monitoring:9091")
-
-
-class ServeConfig(_Strict):
-    """The serve job. Secrets (API keys, the watermark key) come from the environment only:
-    ALPACA_JOBS_API_KEYS, ALPACA_JOBS_WATERMARK_KEY (on Kubernetes via k8s.secret_env)."""
-
-    model: str | None = Field(None, description="a model directory; default: SmolLM2-135M-Instruct")
-    host: str = "0.0.0.0"
-    port: int = Field(8000, ge=1, le=65535)
-    max_queue: int = Field(16, ge=1)
-    watermark_gamma: float = Field(0.25, gt=0, lt=1)
-    watermark_delta: float = Field(2.0, ge=0)
-    watermark_z_threshold: float = Field(4.0, gt=0, le=100, description="z at which detection says "
-                                         "watermarked (4.0 as Kirchenbauer et al.)")
-    allow_unwatermarked: bool = False
-    flags_db: str = "runs/flags.sqlite3"
-    max_body_bytes: int = Field(1_000_000, ge=1024, le=1_000_000_000,
-                                description="request bodies over this get 413, refused while reading")
-
-
-class Endpoint(_Strict):
-    """An OpenAI-compatible API: OpenAI itself, a vLLM server, or this project's serve job.
-    The key comes only from the environment variable named here (on Kubernetes, a secret via
-    k8s.secret_env); a local server without keys needs none."""
-
-    base_url: str | None = Field(None, description="default: https://api.openai.com/v1")
-    model: str = Field(min_length=1)
-    api: Literal["chat", "completions"] = Field("chat", description="chat, or legacy completions")
-    api_key_env: str = Field("OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    max_tokens: int = Field(3072, ge=1, le=1_000_000)
-    timeout_seconds: float = Field(120, gt=0)
-    max_attempts: int = Field(6, ge=1, le=50, description="per request, for 429/5xx/timeouts")
-    backoff_seconds: float = Field(1.0, gt=0, description="first retry delay; doubles, with jitter")
-    max_backoff_seconds: float = Field(60, gt=0)
-    in_flight: int = Field(4, ge=1, le=256, description="concurrent requests")
-    input_usd_per_mtok: float | None = Field(None, ge=0, description="default: price table by model")
-    output_usd_per_mtok: float | None = Field(None, ge=0, description="default: price table by model")
-
-
-class GenerateConfig(_Strict):
-    """Self-instruct generation (the recipe of Stanford Alpaca's public generation code)."""
-
-    seeds: str = Field("seeds/seed_tasks.jsonl", description="self-instruct seed JSONL")
-    api: Endpoint
-    num_instructions: int = Field(100, ge=1, le=10_000_000, description="instructions to keep")
-    prompt_examples: int = Field(3, ge=1, le=19, description="seed tasks shown per request")
-    tasks_per_request: int = Field(20, ge=2, le=100, description="tasks the prompt asks for")
-    rouge_threshold: float = Field(0.7, gt=0, le=1)
-    min_words: int = Field(4, ge=1)
-    max_words: int = Field(150, ge=1)
-    max_usd: float | None = Field(None, gt=0, description="stop before API spend would exceed this")
-    max_requests: int | None = Field(None, ge=1, description="stop after this many requests")
-    seed: int = 42
-    prompt_file: str | None = Field(None, description="your own instruction text (default: ours)")
-
-    @model_validator(mode="after")
-    def _check(self) -> GenerateConfig:
-        if self.min_words > self.max_words:
-            raise ValueError(f"min_words ({self.min_words}) must not exceed max_words ({self.max_words})")
-        if self.prompt_examples >= self.tasks_per_request:
-            raise ValueError(f"prompt_examples ({self.prompt_examples}) must be fewer than "
-                             f"tasks_per_request ({self.tasks_per_request})")
-        return self
-
-
-class System(_Strict):
-    """One side of a comparison: an endpoint, or a model directory the job serves itself."""
-
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    endpoint: Endpoint | None = None
-    model_dir: str | None = Field(None, description="a model directory, or preset:smollm2-135m-instruct")
-
-    @model_validator(mode="after")
-    def _check(self) -> System:
-        if (self.endpoint is None) == (self.model_dir is None):
-            raise ValueError("give exactly one of endpoint or model_dir")
-        return self
-
-
-class EvaluateConfig(_Strict):
-    """Blind pairwise comparison of two systems on an instruction set (self-instruct
-    user-oriented JSONL), judged by an LLM in both orders and/or by people in a web page.
-    Reported rates are system_a's: put the candidate in system_a, the reference in system_b."""
-
-    instructions: str = Field("seeds/user_oriented_eval.jsonl")
-    max_instructions: int | None = Field(None, ge=1)
-    system_a: System
-    system_b: System
-    judge: Endpoint | None = Field(None, description="an LLM judge; none: people only")
-    judge_prompt_file: str | None = Field(None, description="your own judge prompt (default: ours)")
-    max_new_tokens: int = Field(256, ge=1, le=100_000)
-    bootstrap_samples: int = Field(2000, ge=100, le=1_000_000)
-    seed: int = 42
-    raters_db: str | None = Field(None, description="SQLite of human ratings; default in the run dir")
-
-    @model_validator(mode="after")
-    def _check(self) -> EvaluateConfig:
-        names = (self.system_a.name, self.system_b.name)
-        if names[0] == names[1]:
-            raise ValueError(f"system_a and system_b need different names (both are {names[0]!r})")
-        reserved = {"tie", "invalid", "judge", "llm"} & {n.lower() for n in names}
-        if reserved:
-            raise ValueError(f"system name {sorted(reserved)[0]!r} is reserved; choose another")
-        return self
-
-
-class JobSpec(_Strict):
-    job: str = Field(description="the job kind: generate, train, serve, evaluate (common/kinds.py)")
+    job: str = Field(description="the job kind: generate, train, serve, evaluate, or a plugin's")
     name: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
     image: str | None = Field(None, description=f"default: from {IMAGE_ENV} (see image_for)")
     runs_dir: str = "runs"
     resources: Resources = Field(default_factory=Resources)
     layout: str = Field("layouts/fsdp2-cpu.yaml", description="layout file, relative to the spec file")
-    train: TrainConfig | None = None
-    serve: ServeConfig | None = None
-    generate: GenerateConfig | None = None
-    evaluate: EvaluateConfig | None = None
     cost: CostConfig = Field(default_factory=CostConfig)
-    slurm: SlurmConfig = Field(default_factory=SlurmConfig)
-    k8s: K8sConfig = Field(default_factory=K8sConfig)
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> JobSpec:
+        """On ``JobSpec`` itself: the spec's kind's class validates (the union keyed on ``job``)."""
+        if cls is JobSpec:
+            return model_for(obj).model_validate(obj, **kwargs)
+        return super().model_validate(obj, **kwargs)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _other_kinds(cls, data: Any) -> Any:
+        """A section of another kind is refused (null is dropped: older payloads carried one per kind)."""
+        if not isinstance(data, dict):
+            return data
+        job = data.get("job")
+        data = {k: v for k, v in data.items() if v is not None or k not in kinds.names()}
+        for key in data:
+            if key != job and key in kinds.names():
+                raise ValueError(f"{key}: not allowed in {_a(job)} job")
+        if job in data and job not in cls.model_fields:
+            raise ValueError(f"{job}: {_a(job)} job takes no section of its own")
+        if job in cls.model_fields and job not in data:
+            raise ValueError(f"{job}: required for {_a(job)} job")
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> JobSpec:
+        if not kinds.get(self.job).per_gpu and self.resources.world_size != 1:
+            raise ValueError(f"resources: {_a(self.job)} job runs one process (one GPU at most)")
+        for section in self.sections():
+            check = getattr(section, "check_spec", None)
+            if check is not None:
+                check(self)
+        return self
+
+    def sections(self) -> list[BaseModel]:
+        """The kind's own section (if it has one), then the backends'."""
+        return [getattr(self, name) for name in type(self).model_fields
+                if name not in JobSpec.model_fields and isinstance(getattr(self, name), BaseModel)]
+
+    def derived(self) -> dict[str, Any]:
+        """Figures worked out from the spec (``alpaca-jobs spec check`` prints them)."""
+        out: dict[str, Any] = {"processes": self.resources.world_size}
+        for section in self.sections():
+            out.update(section.derived(self) if hasattr(section, "derived") else {})
+        return out
+
+
+def _a(word: str) -> str:
+    return ("an " if word[:1].lower() in "aeiou" else "a ") + word
+
+
+class _Job(BaseModel):
+    """Only what picks the class: the ``job`` field, a known kind."""
+
+    model_config = ConfigDict(extra="ignore")
+    job: str
 
     @field_validator("job")
     @classmethod
-    def _known_kind(cls, job: str) -> str:
+    def _known(cls, job: str) -> str:
         if job not in kinds.names():
             raise ValueError(f"unknown job kind {job!r}; the kinds are {', '.join(kinds.names())}")
         return job
 
-    @model_validator(mode="after")
-    def _check(self) -> JobSpec:
-        for section in SECTIONS:  # a kind's own section: required for it, refused for the others
-            if section == self.job and getattr(self, section) is None:
-                raise ValueError(f"{section}: required for a {self.job} job")
-            if section != self.job and getattr(self, section) is not None:
-                raise ValueError(f"{section}: not allowed in a {self.job} job")
-        if not kinds.get(self.job).per_gpu and self.resources.world_size != 1:
-            raise ValueError(f"resources: a {self.job} job runs one process (one GPU at most)")
-        if self.train is None:
-            return self
-        if self.train.tokens_per_micro_step < self.train.max_length:
-            raise ValueError(
-                f"train.tokens_per_micro_step ({self.train.tokens_per_micro_step}) is smaller than "
-                f"train.max_length ({self.train.max_length}): an example that long would not fit "
-                f"one packed row; raise it to at least {self.train.max_length}")
-        per_step = self.train.micro_batch_size * self.resources.world_size
-        if self.train.global_batch_size % per_step:
-            raise ValueError(
-                f"train.global_batch_size ({self.train.global_batch_size}) must be a multiple of "
-                f"train.micro_batch_size ({self.train.micro_batch_size}) x processes "
-                f"({self.resources.world_size}) = {per_step}; change micro_batch_size"
-            )
-        return self
 
-    @property
-    def grad_accum_steps(self) -> int:
-        """Micro-steps per optimizer step, derived so the global batch is the same on any size."""
-        if self.train is None:
-            return 1
-        per_step = self.train.micro_batch_size * self.resources.world_size
-        return self.train.global_batch_size // per_step
+def model_for(data: Any) -> type[JobSpec]:
+    """The JobSpec class of ``data``'s kind (a spec mapping, or a JobSpec); ValidationError on
+    ``job`` when it names no kind."""
+    if isinstance(data, JobSpec):
+        return type(data)
+    return _model(_Job.model_validate(data).job)
 
 
-SECTIONS = ("generate", "train", "serve", "evaluate")  # kinds with a section of their own
+_MODELS: dict[tuple[str, str | None], type[JobSpec]] = {}
 
+
+def _model(job: str) -> type[JobSpec]:
+    kind = kinds.get(job)
+    key = (job, kind.config)
+    if key not in _MODELS:
+        fields: dict[str, Any] = {"job": (Literal[job], Field(description=JobSpec.model_fields["job"].description))}
+        if kind.config:
+            fields[job] = (_config_model(kind.config, f"the {job} kind's config"), ...)
+        for name, ref in backend_sections().items():
+            model = _config_model(ref, f"the {name} backend's config")
+            fields[name] = (model, Field(default_factory=model))
+        _MODELS[key] = create_model(f"{job.title()}JobSpec", __base__=JobSpec, __module__=__name__, **fields)
+    return _MODELS[key]
+
+
+def backend_sections() -> dict[str, str]:
+    """Backend name -> its section's model ("module:Class"), from the backend registry. Read at
+    run time: the registry sits above this module in the layers (it imports the backends)."""
+    return importlib.import_module("alpaca_jobs.backends").SECTIONS
+
+
+def _config_model(ref: str, what: str) -> type[BaseModel]:
+    model = kinds.resolve(ref)
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise UserError(f"{what} {ref!r} is not a pydantic model (subclass alpaca_jobs.common.config.Section)")
+    return model
 
 @dataclass(frozen=True)
 class LoadedSpec:
@@ -459,43 +294,6 @@ def parse_duration_minutes(text: str) -> int:
     return -(-total // 60)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """safe_load that refuses a key given twice in one mapping (YAML would keep the last)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            line = key_node.start_mark.line + 1
-            if key in seen:
-                raise SpecError(f"{self.name}:{line}: duplicate key {key!r} (first given on line "
-                                f"{seen[key]}); keep one")
-            seen[key] = line
-        return super().construct_mapping(node, deep=deep)
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    from alpaca_jobs.common.textfiles import read_utf8
-
-    if not path.is_file():
-        raise SpecError(f"{path}: no such file")
-    text = read_utf8(path, SpecError)
-    try:
-        loader = _UniqueKeyLoader(text)
-        loader.name = str(path)
-        try:
-            data = loader.get_single_data()
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise SpecError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(data, dict):
-        raise SpecError(f"{path}: must be a YAML mapping of fields, got {type(data).__name__}")
-    return data
-
-
 def apply_override(data: dict[str, Any], assignment: str) -> None:
     """Apply ``a.b.c=value`` (value parsed as YAML) to nested dict ``data`` in place."""
     key, sep, raw = assignment.partition("=")
@@ -514,56 +312,31 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         node[parts[-1]] = raw
 
 
-def _format_validation(path: Path, exc: ValidationError, model: type[BaseModel]) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            valid = _valid_fields(model, err["loc"][:-1])
-            msg = f"unknown field; valid fields here: {', '.join(valid)}"
-        elif err["type"] == "missing":
-            msg = "required field is missing"
-        elif "input" in err and not isinstance(err["input"], dict):
-            msg = f"{msg} (got {err['input']!r})"
-        lines.append(f"{path}: {loc}: {msg}" if loc else f"{path}: {msg}")
-    return "\n".join(lines)
-
-
-def _valid_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    import typing
-
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        ann = getattr(field, "annotation", None)
-        options = [ann, *typing.get_args(ann)]  # X, or X | None
-        found = [a for a in options if isinstance(a, type) and issubclass(a, BaseModel)]
-        if not found:
-            return []
-        model = found[0]
-    return sorted(model.model_fields)
-
-
-def _validate(model: type[BaseModel], data: dict[str, Any], path: Path) -> Any:
+def validate_spec(data: dict[str, Any], path: Path) -> JobSpec:
+    """The spec's kind's JobSpec from ``data``, or a SpecError: one ``file: field: message``
+    line per problem, unknown fields listing the valid ones of that kind's spec."""
+    model: type[BaseModel] = JobSpec
     try:
-        return model.model_validate(data)
+        model = model_for(data)
+        spec = model.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(_format_validation(path, exc, model)) from None
+        raise SpecError(format_validation(path, exc, model)) from None
+    if spec.image is None:
+        spec = spec.model_copy(update={"image": image_for(spec.job)})
+    return spec
 
 
 def load_spec(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> LoadedSpec:
     """Load, override and validate a job spec and its layout. Raises SpecError."""
     path = Path(path)
-    data = _read_yaml(path)
+    data = read_yaml(path)
     for assignment in overrides:
         apply_override(data, assignment)
-    spec: JobSpec = _validate(JobSpec, data, path)
-    if spec.image is None:
-        spec = spec.model_copy(update={"image": image_for(spec.job)})
+    spec = validate_spec(data, path)
     layout_path = Path(spec.layout)
     if not layout_path.is_absolute():
         layout_path = path.parent / layout_path
-    layout: Layout = _validate(Layout, _read_yaml(layout_path), layout_path)
+    layout: Layout = validate(Layout, read_yaml(layout_path), layout_path)
     if spec.resources.gpus_per_node == 0 and layout.mixed_precision != "no":
         raise SpecError(
             f"{path}: layout: {layout_path} asks for {layout.mixed_precision} but the job has no "
@@ -581,7 +354,24 @@ def builtin_spec(data: dict[str, Any], overrides: tuple[str, ...] | list[str] = 
     data = copy.deepcopy(data)
     for assignment in overrides:
         apply_override(data, assignment)
-    spec: JobSpec = _validate(JobSpec, data, Path(origin))
-    if spec.image is None:
-        spec = spec.model_copy(update={"image": image_for(spec.job)})
+    spec = validate_spec(data, Path(origin))
     return LoadedSpec(spec=spec, layout=Layout(), path=Path(origin), layout_path=Path(origin))
+
+
+# Transitional (issue 21): the section models moved to their owners; branches written before
+# the move still import them from here. Resolved on use, by name, so this module keeps importing
+# nothing above it. Import them from their new homes; this table goes once those branches land.
+_MOVED = {
+    "TrainConfig": "alpaca_jobs.train.config", "ServeConfig": "alpaca_jobs.serve.config",
+    "GenerateConfig": "alpaca_jobs.generate.config", "EvaluateConfig": "alpaca_jobs.evaluate.config",
+    "System": "alpaca_jobs.evaluate.config", "Endpoint": "alpaca_jobs.common.endpoint",
+    "PromptFormat": "alpaca_jobs.common.template", "SlurmConfig": "alpaca_jobs.backends.slurm_config",
+    "Container": "alpaca_jobs.backends.slurm_config", "K8sConfig": "alpaca_jobs.backends.k8s_config",
+    "Claim": "alpaca_jobs.backends.k8s_config", "SecretEnv": "alpaca_jobs.backends.k8s_config",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

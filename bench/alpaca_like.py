@@ -98,8 +98,7 @@ class Filler:
 
 def template_tokens(tok, with_input: bool) -> int:
     """Tokens of the prompt template alone (BOS, preamble, section markers)."""
-    from alpaca_jobs.common.template import format_prompt
-    from alpaca_jobs.spec import PromptFormat
+    from alpaca_jobs.common.template import PromptFormat, format_prompt
 
     p = PromptFormat()
     filled = format_prompt("Word", "Word" if with_input else "", p.preamble_with_input, p.preamble_no_input)
@@ -110,8 +109,7 @@ def template_tokens(tok, with_input: bool) -> int:
 def draft(tok, words: Counter[str], lengths: list[tuple[int, int]], seed: int,
           max_length: int = 512) -> list[dict[str, str]]:
     """Records whose prompt/target token counts under ``tok`` are about the given ones."""
-    from alpaca_jobs.common.template import format_prompt
-    from alpaca_jobs.spec import PromptFormat
+    from alpaca_jobs.common.template import PromptFormat, format_prompt
 
     p = PromptFormat()
     fill = Filler(tok, words, random.Random(seed))
@@ -177,7 +175,7 @@ def _q(xs: list[int], q: float) -> float:
 
 def measure(path: Path, tok, micro_batch: int = 4, max_length: int = 512) -> LengthStats:
     """Token lengths of ``path`` as the training job tokenizes it (prompt incl. BOS, target incl. EOS)."""
-    from alpaca_jobs.spec import PromptFormat
+    from alpaca_jobs.common.template import PromptFormat
     from alpaca_jobs.train.data import build_examples
 
     p = PromptFormat()

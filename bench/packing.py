@@ -34,7 +34,7 @@ def synthetic(n: int, seed: int) -> list[tuple[int, int]]:
 def from_file(path: str) -> list[tuple[int, int]]:
     from transformers import AutoTokenizer
 
-    from alpaca_jobs.spec import PromptFormat
+    from alpaca_jobs.common.template import PromptFormat
     from alpaca_jobs.train.data import build_examples
     from alpaca_jobs.train.models import resolve_base_model
 

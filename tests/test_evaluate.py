@@ -176,7 +176,7 @@ def test_spec_rejects_equal_or_reserved_names(tmp_path):
 
 def test_served_models_take_turns_endpoints_join_the_first():
     from alpaca_jobs.evaluate.collect import phases
-    from alpaca_jobs.spec import System
+    from alpaca_jobs.evaluate.config import System
 
     remote = System(name="api", endpoint={"model": "gpt-4o-mini"})
     a = System(name="a", model_dir="/models/a")

@@ -139,7 +139,7 @@ def test_repeated_pairs_are_scored_once_and_the_threshold_is_a_setting():
 def test_the_z_threshold_is_a_serve_setting():
     from pydantic import ValidationError
 
-    from alpaca_jobs.spec import ServeConfig
+    from alpaca_jobs.serve.config import ServeConfig
 
     assert ServeConfig().watermark_z_threshold == 4.0
     assert ServeConfig(watermark_z_threshold=5.5).watermark_z_threshold == 5.5

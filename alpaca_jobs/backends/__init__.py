@@ -16,6 +16,12 @@ BACKENDS = {
     "slurm": "alpaca_jobs.backends.slurm:SlurmBackend",
     "k8s": "alpaca_jobs.backends.k8s:K8sBackend",
 }
+# The spec section each backend reads, named after it: its model as "module:Class", in a light
+# module (pydantic only), so specs validate without importing kubernetes or submitit.
+SECTIONS = {
+    "slurm": "alpaca_jobs.backends.slurm_config:SlurmConfig",
+    "k8s": "alpaca_jobs.backends.k8s_config:K8sConfig",
+}
 PLANNED: dict[str, str] = {}
 CLUSTERS = tuple(BACKENDS) + tuple(PLANNED)
 

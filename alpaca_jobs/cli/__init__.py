@@ -189,8 +189,7 @@ def spec_check(path: str, overrides: tuple[str, ...]) -> None:
 
     loaded = load_spec(path, overrides)
     out = {**loaded.spec.model_dump(mode="json"), "layout_resolved": loaded.layout.model_dump(mode="json"),
-           "derived": {"processes": loaded.spec.resources.world_size,
-                       "grad_accum_steps": loaded.spec.grad_accum_steps}}
+           "derived": loaded.spec.derived()}
     click.echo(yaml.safe_dump(out, sort_keys=False), nl=False)
 
 
@@ -367,7 +366,7 @@ def watermark_detect(file, model, gamma, z_threshold, key_file) -> None:
     if not text.strip():
         raise UserError("no text to check: give a file or pipe text on stdin")
     vocab = cfg.get("vocab_size") or len(tok)
-    from alpaca_jobs.spec import ServeConfig
+    from alpaca_jobs.serve.config import ServeConfig
 
     serve_cfg = ServeConfig()  # the server's own settings unless given here
     wm = WatermarkConfig(key=key, gamma=serve_cfg.watermark_gamma if gamma is None else gamma,

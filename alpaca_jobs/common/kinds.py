@@ -5,8 +5,9 @@ module (``alpaca_jobs/<kind>/kind.py``), named in ``DECLARED`` below. Backends, 
 ops and the CLI read the declaration; none of them names a kind. Declarations import nothing
 heavy: their hooks import the kind's own code when called.
 
-Adding a kind: write its body (``body(job: Job) -> Outcome``, see ``alpaca_jobs.job``) and a
-``KIND = Kind(...)`` beside it, then add one line to ``DECLARED``, or, from another package,
+Adding a kind: write its body (``body(job: Job) -> Outcome``, see ``alpaca_jobs.job``), its
+spec section's model if it takes settings (``config``: validated like the built-in kinds'), and a
+``KIND = Kind(...)`` beside them, then add one line to ``DECLARED``, or, from another package,
 one entry point in the ``alpaca_jobs.kinds`` group (``name = "module"``; every process finds it).
 """
 
@@ -38,6 +39,9 @@ class Service:
 class Kind:
     name: str
     body: str  # "module:function", run by the job runtime in every worker process
+    # "module:Class": the model of the spec's section named after the kind (a pydantic model,
+    # best a ``common.config.Section``); None: the kind takes no section of its own
+    config: str | None = None
     per_gpu: bool = False  # launcher: one process per GPU (torchrun, one task each); else one
     service: Service | None = None  # set for servers: they run until cancelled
     # Inputs checked before submission (and in dry runs): (loaded spec, visible) -> None or UserError

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from alpaca_jobs.common.config import Strict
+
 INSTRUCTION = "### Instruction:"
 INPUT = "### Input:"
 RESPONSE = "### Response:"
+
+
+class PromptFormat(Strict):
+    """The preamble sentences are ours; the ``### ...:`` section markers are the Alpaca format.
+    Trained with (``train.prompt``) and kept with the model, so serving uses the same."""
+
+    preamble_with_input: str = (
+        "Here is a task, paired with more context. Write a reply that carries out the task."
+    )
+    preamble_no_input: str = "Here is a task. Write a reply that carries out the task."
 
 
 def format_prompt(

@@ -28,10 +28,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from alpaca_jobs.common.endpoint import Endpoint
 from alpaca_jobs.common.errors import UserError
+from alpaca_jobs.evaluate.config import System
 from alpaca_jobs.evaluate.instructions import Item
 from alpaca_jobs.evaluate.store import Appender, read_jsonl
-from alpaca_jobs.spec import Endpoint, System
 
 log = logging.getLogger(__name__)
 DEFAULT_MODEL = "preset:smollm2-135m-instruct"  # the serve job's own default

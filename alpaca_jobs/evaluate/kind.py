@@ -13,7 +13,8 @@ def _summary(rec: dict[str, Any]) -> tuple[str, str] | None:
     return evaluation_line(rec)
 
 
-KIND = Kind(name="evaluate", body="alpaca_jobs.evaluate.worker:evaluate_body", stop="interrupt",
+KIND = Kind(name="evaluate", body="alpaca_jobs.evaluate.worker:evaluate_body",
+            config="alpaca_jobs.evaluate.config:EvaluateConfig", stop="interrupt",
             summary=_summary, preflight=lambda loaded, visible: _preflight(loaded, visible))
 
 

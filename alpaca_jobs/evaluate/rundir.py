@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from alpaca_jobs.common.errors import UserError
+from alpaca_jobs.evaluate.config import EvaluateConfig
 from alpaca_jobs.evaluate.instructions import Item
-from alpaca_jobs.spec import EvaluateConfig
 
 CONFIG, ITEMS, OUTPUTS, JUDGMENTS = "evaluate.json", "items.jsonl", "outputs.jsonl", "judgments.jsonl"
 RATINGS = "ratings.sqlite3"

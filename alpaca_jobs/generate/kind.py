@@ -36,4 +36,5 @@ def _summary(rec: dict[str, Any]) -> tuple[str, str] | None:
 
 
 KIND = Kind(name="generate", body="alpaca_jobs.generate.worker:generate_body",
+            config="alpaca_jobs.generate.config:GenerateConfig",
             summary=_summary, preflight=preflight, outputs=outputs, report_rows=report_rows)

@@ -21,21 +21,21 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from alpaca_jobs.common import kinds
+from alpaca_jobs.common.config import Strict, read_yaml, validate
 from alpaca_jobs.common.errors import SpecError
-from alpaca_jobs.spec import _format_validation, _read_yaml, _Strict
 
 PLACEHOLDER = re.compile(r"\$\{([a-z]+\.[a-z]+)\}")
 
 
-class Stage(_Strict):
+class Stage(Strict):
     spec: str = Field(description="a job spec, relative to the pipeline file")
     set: list[str] = Field(default_factory=list, description="overrides, FIELD=VALUE")
 
 
-class Teacher(_Strict):
+class Teacher(Strict):
     """The model that writes the data and judges the comparison: a serve job the pipeline
     starts (``spec``, local only) or an endpoint that already runs (``url`` + ``model``)."""
 
@@ -53,7 +53,7 @@ class Teacher(_Strict):
         return self
 
 
-class PipelineSpec(_Strict):
+class PipelineSpec(Strict):
     pipeline: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,28}[a-z0-9])?$")
     runs_dir: str = "runs"
     teacher: Teacher | None = None
@@ -84,11 +84,7 @@ class PipelineSpec(_Strict):
 
 def load_pipeline(path: str | Path) -> PipelineSpec:
     path = Path(path)
-    data = _read_yaml(path)
-    try:
-        return PipelineSpec.model_validate(data)
-    except ValidationError as exc:
-        raise SpecError(_format_validation(path, exc, PipelineSpec)) from None
+    return validate(PipelineSpec, read_yaml(path), path)
 
 
 def resolve(assignments: list[str], values: dict[str, str], where: str) -> list[str]:

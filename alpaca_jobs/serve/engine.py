@@ -62,7 +62,7 @@ class Engine:
         if self.tok.chat_template:
             return self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
                                                 input=input_text)
-        from alpaca_jobs.spec import PromptFormat
+        from alpaca_jobs.common.template import PromptFormat
 
         pre = {**PromptFormat().model_dump(), **(self.alpaca or {})}
         instruction = "\n\n".join(m["content"] for m in messages if m["role"] in ("system", "user"))

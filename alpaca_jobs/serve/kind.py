@@ -28,6 +28,7 @@ def _watermark_check(url: str, model: str) -> Any:
     return watermark_check(url, model)
 
 
-KIND = Kind(name="serve", body="alpaca_jobs.serve.worker:serve_body", node_imports="alpaca_jobs, torch",
+KIND = Kind(name="serve", body="alpaca_jobs.serve.worker:serve_body",
+            config="alpaca_jobs.serve.config:ServeConfig", node_imports="alpaca_jobs, torch",
             preflight=preflight,
             service=Service(port=lambda spec: spec.serve.port, check=("watermark", _watermark_check)))

@@ -58,10 +58,10 @@ def build_state(model: str | None, gamma: float, delta: float, key_file: str | N
                 max_body_bytes: int | None = None):
     """The server's state. z_threshold and max_body_bytes default to ServeConfig's defaults."""
     from alpaca_jobs.serve.app import ServeState
+    from alpaca_jobs.serve.config import ServeConfig
     from alpaca_jobs.serve.engine import Engine
     from alpaca_jobs.serve.flags import FlagStore
     from alpaca_jobs.serve.watermark import WatermarkConfig
-    from alpaca_jobs.spec import ServeConfig
 
     defaults = ServeConfig()
 

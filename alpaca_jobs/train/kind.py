@@ -77,7 +77,8 @@ def _summary(rec: dict[str, Any]) -> tuple[str, str] | None:
     return training_line(rec)
 
 
-KIND = Kind(name="train", body="alpaca_jobs.train.worker:train_body", per_gpu=True,
+KIND = Kind(name="train", body="alpaca_jobs.train.worker:train_body",
+            config="alpaca_jobs.train.config:TrainConfig", per_gpu=True,
             node_imports="alpaca_jobs, submitit, torch",
             summary=_summary, preflight=preflight, outputs=outputs, report_rows=report_rows, expected_hours=expected_hours,
             default_target_usd=STANFORD_TARGET_USD)
