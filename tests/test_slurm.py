@@ -209,6 +209,7 @@ def test_node_python_is_checked_on_a_compute_node(tmp_path, python, needle):
     (["resources.gpus_per_node=8", "resources.gpu_type=a100-80gb", "resources.processes_per_node=null",
       "train.global_batch_size=32"],
      "resources.gpus_per_node: 8 GPUs per node asked, but the largest node in any partition has 2"),
+    (["resources.nodes=4", "train.global_batch_size=32"], "resources.nodes: 4 nodes asked, but any partition has 1; lower resources.nodes"),
     (["slurm.partition=h100-xl"], "slurm.partition: unknown partition 'h100-xl'; this cluster has: debug, gpu"),
     (["resources.time_limit=three hours"], "resources.time_limit: time_limit 'three hours' is not a duration"),
 ])

@@ -302,29 +302,37 @@ def scheduler_usage(rows: list[dict[str, str]]) -> dict[str, Any]:
 
 
 def check_cluster(loaded: LoadedSpec) -> None:
-    """Fail before submitting when the cluster cannot run the job (names the field)."""
+    """Fail before submitting when the cluster cannot run the job (names the field): the
+    partition must exist, have ``resources.nodes`` nodes, and nodes with the GPUs asked."""
     spec = loaded.spec
     try:
-        out = subprocess.run(["sinfo", "-h", "-o", "%R|%G"], capture_output=True, text=True, timeout=60)
+        out = subprocess.run(["sinfo", "-h", "-N", "-o", "%R|%N|%G"], capture_output=True, text=True, timeout=60)
     except FileNotFoundError:
         raise UserError("CLUSTER=slurm: no `sinfo` on this machine; submit from a Slurm login node") from None
     if out.returncode:
         raise UserError(f"CLUSTER=slurm: sinfo failed: {out.stderr.strip()}")
-    parts: dict[str, int] = {}
+    parts: dict[str, dict[str, int]] = {}  # partition -> node -> GPUs
     for line in out.stdout.splitlines():
-        name, _, gres = line.partition("|")
+        name, _, rest = line.partition("|")
+        node, _, gres = rest.partition("|")
         gpus = sum(int(g.split(":")[-1].split("(")[0]) for g in gres.split(",") if g.startswith("gpu"))
-        parts[name] = max(parts.get(name, 0), gpus)
+        parts.setdefault(name, {})[node] = gpus
     want = spec.slurm.partition
     if want and want not in parts:
         raise UserError(f"{loaded.path}: slurm.partition: unknown partition {want!r}; "
                         f"this cluster has: {', '.join(sorted(parts))}")
     scope = {want: parts[want]} if want else parts
-    most = max(scope.values(), default=0)
-    if spec.resources.gpus_per_node > most:
-        where = f"partition {want}" if want else "any partition"
-        raise UserError(f"{loaded.path}: resources.gpus_per_node: {spec.resources.gpus_per_node} GPUs per "
+    where = f"partition {want}" if want else "any partition"
+    res = spec.resources
+    most = max((g for nodes in scope.values() for g in nodes.values()), default=0)
+    if res.gpus_per_node > most:
+        raise UserError(f"{loaded.path}: resources.gpus_per_node: {res.gpus_per_node} GPUs per "
                         f"node asked, but the largest node in {where} has {most}")
+    fit = max((sum(g >= res.gpus_per_node for g in nodes.values()) for nodes in scope.values()), default=0)
+    if res.nodes > fit:
+        kind = f" with {res.gpus_per_node} GPUs" if res.gpus_per_node else ""
+        raise UserError(f"{loaded.path}: resources.nodes: {res.nodes} nodes{kind} asked, but {where} has "
+                        f"{fit}; lower resources.nodes or choose another slurm.partition")
 
 
 PROBE = 'command -v "$1" >/dev/null || exit 3; "$1" -c "import $2" 2>/dev/null || exit 4'
