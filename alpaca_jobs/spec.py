@@ -137,6 +137,9 @@ class TrainConfig(_Strict):
         default_factory=list, description="experiment trackers rank 0 logs each step to "
         "(accelerate's: TensorBoard under <run dir>/tensorboard, W&B when installed)")
     prompt: PromptFormat = Field(default_factory=PromptFormat)
+    model_shape: Literal["llama-7b", "llama-13b", "llama-65b"] | None = Field(
+        None, description="the base model's shape for the memory check before launch when its "
+        "config.json is not readable from the submitting machine (train/memory.py)")
 
 
 class FsdpConfig(_Strict):
@@ -148,6 +151,10 @@ class FsdpConfig(_Strict):
     )
     fsdp_state_dict_type: Literal["SHARDED_STATE_DICT"] = "SHARDED_STATE_DICT"
     fsdp_activation_checkpointing: bool = False
+    sharding: Literal["auto", "hybrid", "full"] = Field(
+        "auto", description="hybrid (HSDP): shard within a node, replicate across nodes, on a "
+        "(nodes, processes per node) mesh; full: shard across every rank; auto: hybrid on more "
+        "than one node, else full (train/mesh.py)")
 
 
 class Layout(_Strict):
