@@ -108,6 +108,10 @@ class FsdpConfig(Strict):
     )
     fsdp_state_dict_type: Literal["SHARDED_STATE_DICT"] = "SHARDED_STATE_DICT"
     fsdp_activation_checkpointing: bool = False
+    sharding: Literal["auto", "hybrid", "full"] = Field(
+        "auto", description="hybrid (HSDP): shard within a node, replicate across nodes, on a "
+        "(nodes, processes per node) mesh; full: shard across every rank; auto: hybrid on more "
+        "than one node, else full (train/mesh.py)")
 
 
 class Layout(Strict):

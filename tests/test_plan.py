@@ -77,3 +77,32 @@ def test_spec_refuses_a_budget_below_max_length():
 
     with pytest.raises(UserError, match=r"tokens_per_micro_step \(256\) is smaller than train.max_length \(512\)"):
         load_spec(str(ROOT / "jobs" / "train-local.yaml"), ["train.tokens_per_micro_step=256"])
+
+
+@pytest.mark.parametrize(("world", "median_at_most"), [(16, 1.04), (32, 1.08)])
+def test_multi_node_plans_balance_tokens_over_every_rank_of_every_node(world, median_at_most):
+    """2 and 4 nodes of 8 GPUs (the 13B and 65B recipes): the balance is over all ranks, not per
+    node; each step holds the same examples whatever the world (one node or four, HSDP or full
+    shard see the same data at the same step); any step's rows come out the same from a fresh
+    plan asked for that step alone (resume needs nothing but the step number)."""
+    lengths = _alpaca_like(52_002)
+    plan = StepPlan(lengths, 128, world, 8192, 5, seed=42)
+    one_node = StepPlan(lengths, 128, 8, 8192, 5, seed=42)
+    ratios, strided = [], []
+    for step in range(0, 2000, 10):  # across epochs too
+        shares = plan.shares(step)
+        assert len(shares) == world
+        assert sorted(i for s in shares for i in s) == sorted(one_node.step_examples(step))
+        if step % plan.steps_per_epoch == plan.steps_per_epoch - 1:
+            continue  # an epoch's last, short step is allowed to be uneven
+        loads = [sum(lengths[i] for i in s) for s in shares]
+        ratios.append(max(loads) / statistics.mean(loads))
+        ex = plan.step_examples(step)
+        by_stride = [sum(lengths[i] for i in ex[r::world]) for r in range(world)]
+        strided.append(max(by_stride) / statistics.mean(by_stride))
+    assert statistics.median(ratios) <= median_at_most and max(ratios) <= 1.15
+    assert statistics.median(strided) > 1.3
+    for step in (0, 406, 1234, 2031):  # epoch starts and middles, the last step
+        fresh = StepPlan(list(lengths), 128, world, 8192, 5, seed=42)
+        assert [fresh.rows(step, r) for r in range(world)] == [plan.rows(step, r) for r in range(world)]
+    assert plan.total_steps == 5 * 407

@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 
 from alpaca_jobs.spec import Layout
+from alpaca_jobs.train.mesh import MeshLayout
 
 
 @dataclass(frozen=True)
@@ -70,19 +71,29 @@ def needs_fsdp(layout: Layout, d: Dist) -> bool:
     return d.world > 1 or mixed_precision(layout, d.device)
 
 
+def device_mesh(d: Dist, mesh: MeshLayout | None = None):
+    """The FSDP2 device mesh: 1-D over every rank (full shard), or 2-D (replicate across
+    nodes, shard within one) for HSDP, where ``fully_shard`` reduce-scatters within a node
+    and all-reduces each shard across nodes."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    mesh = mesh or MeshLayout("full", (d.world,), ("shard",))
+    return init_device_mesh(d.device.type, mesh.shape, mesh_dim_names=mesh.dim_names)
+
+
 def shard(model: torch.nn.Module, layers: list[torch.nn.Module], layout: Layout, d: Dist,
-          compiled: bool) -> None:
-    """Compile (optionally) and shard each decoder layer, then the root (embeddings, norm, head);
-    only compile where ``needs_fsdp`` says FSDP2 has nothing to do."""
+          compiled: bool, mesh: MeshLayout | None = None) -> None:
+    """Compile (optionally) and shard each decoder layer, then the root (embeddings, norm, head),
+    over ``mesh`` (default: full shard over every rank); only compile where ``needs_fsdp`` says
+    FSDP2 has nothing to do."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-    from torch.distributed.tensor import init_device_mesh
 
     for layer in layers:
         if compiled:
             layer.compile()  # in place: same module, same parameter names
     if not needs_fsdp(layout, d):
         return
-    mesh = init_device_mesh(d.device.type, (d.world,))
+    mesh = device_mesh(d, mesh)
     mp = MixedPrecisionPolicy()
     if mixed_precision(layout, d.device):
         mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)

@@ -289,8 +289,9 @@ class _Trainer:
         self.t_prev = time.perf_counter()  # checkpoint time is not step time
 
 
-def _record_sharding(root, d: Dist, run_dir: Path, distributed_type: str) -> None:
-    """Fail closed if the parameters are not sharded as decided; write what this process holds."""
+def _record_sharding(root, d: Dist, run_dir: Path, distributed_type: str, mesh: dict[str, Any]) -> None:
+    """Fail closed if the parameters are not sharded as decided; write what this process holds
+    and the mesh it is sharded over."""
     from torch.distributed.tensor import DTensor
 
     from alpaca_jobs.train.fsdp import local_and_global_numel
@@ -300,7 +301,7 @@ def _record_sharding(root, d: Dist, run_dir: Path, distributed_type: str) -> Non
                            "to be an FSDP2-sharded DTensor")
     local, total = local_and_global_numel(root)
     row = {"rank": d.rank, "world": d.world, "distributed_type": distributed_type, "local_numel": local,
-           "global_numel": total}
+           "global_numel": total, "mesh": mesh if distributed_type == "FSDP" else None}
     (run_dir / "sharding").mkdir(parents=True, exist_ok=True)
     checkpoint.atomic_write(run_dir / "sharding" / f"rank{d.rank}.json", json.dumps(row))
 
@@ -334,8 +335,11 @@ def _prepare(loaded: LoadedSpec, base: Path, d: Dist, progress: Progress):
     from alpaca_jobs.train.data import build_examples
     from alpaca_jobs.train.fsdp import compile_enabled, needs_fsdp, shard
     from alpaca_jobs.train.loading import load_sharded
+    from alpaca_jobs.train.mesh import check_world, mesh_layout
 
-    cfg, layout = loaded.spec.train, loaded.layout
+    cfg, layout, res = loaded.spec.train, loaded.layout, loaded.spec.resources
+    mesh = mesh_layout(layout.fsdp_config.sharding, res.nodes, res.procs_per_node)
+    check_world(mesh, res.nodes, res.procs_per_node, d.rank, d.world)
     progress.phase(f"loading the tokenizer and the model from {base}")
     tok = AutoTokenizer.from_pretrained(base)
     compiled = compile_enabled(layout, d.device)
@@ -353,17 +357,19 @@ def _prepare(loaded: LoadedSpec, base: Path, d: Dist, progress: Progress):
             # Recompute each decoder layer's activations in backward (transformers' own hook).
             root.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         shard(root, root.decoder_layers(layout.fsdp_config.fsdp_transformer_layer_cls_to_wrap),
-              layout, d, compiled)
+              layout, d, compiled, mesh)
 
     root, num_params, matmul_params = load_sharded(base, tok, d, shard_fn)
-    how = (f"sharded over {d.world} process(es)" if fsdp
-           else "in one process, unsharded (FSDP would shard nothing)")
+    how = ("in one process, unsharded (FSDP would shard nothing)" if not fsdp
+           else f"sharded over {d.world} process(es)" if mesh.sharding == "full"
+           else f"hybrid: sharded over the {mesh.shard_size} process(es) of each node, "
+                f"replicated across {mesh.replicas} nodes")
     progress.phase(f"model ready: {num_params:,} parameters {how} "
                    f"({impl} attention{', compiled' if compiled else ''}); tokenizing {cfg.data}")
     preambles = (cfg.prompt.preamble_with_input, cfg.prompt.preamble_no_input)
     examples, stats = build_examples(cfg.data, tok, cfg.max_length, preambles)
     details = {"attention": impl, "compiled": compiled, "flop_params": matmul_params,
-               "distributed_type": "FSDP" if fsdp else "NO"}
+               "distributed_type": "FSDP" if fsdp else "NO", "mesh": mesh.as_dict()}
     return tok, root, num_params, examples, stats, details
 
 
@@ -386,7 +392,7 @@ def run(loaded: LoadedSpec, run_dir: Path, stop: StopFlag, meter: UsageMeter,
     d = init_distributed()
     torch.manual_seed(cfg.seed)
     tok, root, num_params, examples, stats, details = _prepare(loaded, base, d, progress)
-    _record_sharding(root, d, run_dir, details["distributed_type"])
+    _record_sharding(root, d, run_dir, details["distributed_type"], details["mesh"])
     plan = StepPlan([len(e.input_ids) for e in examples], cfg.global_batch_size, d.world,
                     cfg.tokens_per_micro_step, cfg.epochs, cfg.seed, cfg.max_steps)
     optimizer = _optimizer(root, loaded, d.device)
