@@ -24,6 +24,8 @@ build() {
     return 0
   fi
   log "installing go, etcd, rsync, dpkg-dev (apt)"
+  # A fresh machine's package lists may be missing or stale ("unauthenticated packages").
+  DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null || true
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
     golang-go rsync etcd-server dpkg-dev >/dev/null
   local apt=$CACHE/apt src=$CACHE/src
