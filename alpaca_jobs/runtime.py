@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from alpaca_jobs.common import kinds
+from alpaca_jobs.common import failures, kinds
 from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.common.signals import StopFlag
 from alpaca_jobs.job import Job, Outcome, Payload
@@ -49,6 +49,8 @@ def run_job(payload: Payload, body: Callable[[Job], Outcome | None]) -> dict[str
     if job.rank == 0:
         log.info("%s job %s: started (attempt %s, %d process(es)); run dir %s", payload.kind,
                  payload.run_id, job.meter.attempt, payload.loaded.spec.resources.world_size, job.run_dir)
+        if payload.launch.rendezvous is not None and "MASTER_ADDR" in os.environ:
+            log.info("rendezvous at %s", _rendezvous())
     previous = _install_stop(job.stop, kind.stop)
     pusher = LivePusher.start(job)
     try:
@@ -57,6 +59,8 @@ def run_job(payload: Payload, body: Callable[[Job], Outcome | None]) -> dict[str
         pusher.stop()
         stopped = isinstance(exc, KeyboardInterrupt | SystemExit)
         error = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+        if not stopped and not failures.peer_lost(exc):
+            failures.mark_no_retry(job.run_dir, error)  # its own error: a restart would repeat it
         _publish(job, Outcome("interrupted" if stopped else "failed", {**job.partial, "error": error}))
         raise
     finally:
@@ -177,6 +181,18 @@ def _environment(payload: Payload, kind: kinds.Kind) -> None:
     logging.getLogger("submitit").propagate = False  # it has a handler of its own: lines once
 
 
+def _rendezvous() -> str:
+    """MASTER_ADDR:MASTER_PORT as this host resolves it (so a log shows which address was used)."""
+    import socket
+
+    host, port = os.environ["MASTER_ADDR"], os.environ.get("MASTER_PORT", "?")
+    try:
+        addr = socket.gethostbyname(host)
+    except OSError as exc:
+        addr = f"unresolved: {exc}"
+    return f"{host}:{port} ({addr}), from {socket.gethostname()}"
+
+
 def _raise_interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
 
@@ -241,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
         run_job(payload, kinds.resolve(kinds.get(payload.kind).body))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        where = args.run_dir or (str(Path(args.payload).parent) if args.payload else None)
+        if where and Path(where).is_dir():
+            failures.mark_no_retry(Path(where), str(exc))
         return 2
     return 0
 

@@ -84,3 +84,16 @@ def cli(*args: str, cwd: Path = ROOT, timeout: float = 600, env: dict | None = N
 def metrics(run_dir: Path) -> list[dict]:
     path = run_dir / "metrics.jsonl"
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+
+
+def slurm_up() -> None:
+    """Start the test Slurm cluster (tests/clusters/slurm.sh; idempotent) and point this
+    process and its children at it: it keeps its config apart from any other Slurm here."""
+    if os.environ.get("ALPACA_JOBS_SKIP_SLURM") == "1":
+        pytest.skip("ALPACA_JOBS_SKIP_SLURM=1 (never set in CI)")
+    script = str(ROOT / "tests/clusters/slurm.sh")
+    proc = subprocess.run([script, "up"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"could not start the test Slurm cluster:\n{proc.stderr[-3000:]}"
+    env = subprocess.run([script, "env"], capture_output=True, text=True, timeout=60, check=True).stdout
+    key, _, value = env.strip().partition("=")
+    os.environ[key] = value

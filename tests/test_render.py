@@ -45,7 +45,9 @@ def test_render_is_pure_and_states_its_dependencies(tmp_path):
     text = out.stdout
     assert "#SBATCH --dependency=afterok:11:12\n#SBATCH --kill-on-invalid-dep=yes\n" in text
     assert "RUN_DIR=/shared/alpaca-jobs/runs/r1\n" in text and not any(tmp_path.iterdir())
-    assert text.endswith('-u -m alpaca_jobs.runtime --payload "$RUN_DIR/payload.json"\n')
+    assert '-u -m alpaca_jobs.runtime --payload "$RUN_DIR/payload.json"\nrc=$?\n' in text
+    assert "srun --unbuffered --kill-on-bad-exit=1 " in text  # one task dies: the step stops
+    assert text.endswith('  scontrol requeue "$SLURM_JOB_ID"\nfi\nexit "$rc"\n')  # a lost task requeues
     assert text.count("\nsrun ") == 1 and "#" not in text.replace("#!/bin/bash", "").replace("#SBATCH", "")
     loaded = load_spec(ROOT / "jobs/train.yaml")
     plain = SlurmBackend().render(loaded, "r1")
@@ -99,7 +101,7 @@ def test_site_names_and_containers_come_from_configuration():
     pyxis = load_spec(ROOT / "jobs/train.yaml", ["slurm.container.runtime=pyxis",
                                                  "slurm.container.image=nvcr.io#org/alpaca:1",
                                                  "slurm.container.mounts=[/shared:/shared]"])
-    srun = render_script(pyxis.spec, "p").splitlines()[-1]
+    srun = next(x for x in render_script(pyxis.spec, "p").splitlines() if x.startswith("srun "))
     assert " --container-image='nvcr.io#org/alpaca:1' --container-mounts=/shared:/shared python3 -u -m " in srun
     apptainer = load_spec(ROOT / "jobs/train.yaml", ["slurm.container.runtime=apptainer",
                                                      "slurm.container.image=/images/train.sif"])

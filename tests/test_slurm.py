@@ -1,5 +1,6 @@
-"""The Slurm backend against a real single-node Slurm cluster (tests/clusters/slurm.sh):
-slurmctld, slurmd, slurmdbd + MariaDB, munge; 2 fake GPUs of gres type a100.
+"""The Slurm backend against a real Slurm cluster (tests/clusters/slurm.sh): slurmctld,
+slurmdbd + MariaDB, munge; these tests use its node on this machine (2 fake GPUs of gres type
+a100; multi-node runs are in test_slurm_nodes.py).
 
 The cluster is started by the suite (it needs root). CI runs these; they never skip there.
 A developer without root can set ALPACA_JOBS_SKIP_SLURM=1 to skip them knowingly.
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import AWKWARD_ONE_LINE, ROOT, awkward_spec, cli, metrics
+from tests.conftest import AWKWARD_ONE_LINE, ROOT, awkward_spec, cli, metrics, slurm_up
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
 SPEC = "jobs/train-local.yaml"
@@ -29,10 +30,7 @@ ENV = {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
 
 @pytest.fixture(scope="module", autouse=True)
 def slurm_cluster():
-    if os.environ.get("ALPACA_JOBS_SKIP_SLURM") == "1":
-        pytest.skip("ALPACA_JOBS_SKIP_SLURM=1 (never set in CI)")
-    proc = subprocess.run([str(ROOT / "tests/clusters/slurm.sh"), "up"], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"could not start the test Slurm cluster:\n{proc.stderr[-3000:]}"
+    slurm_up()
 
 
 @pytest.fixture(scope="module")
@@ -209,8 +207,10 @@ def test_node_python_is_checked_on_a_compute_node(tmp_path, python, needle):
     (["resources.gpus_per_node=8", "resources.gpu_type=a100-80gb", "resources.processes_per_node=null",
       "train.global_batch_size=32"],
      "resources.gpus_per_node: 8 GPUs per node asked, but the largest node in any partition has 2"),
-    (["resources.nodes=4", "train.global_batch_size=32"], "resources.nodes: 4 nodes asked, but any partition has 1; lower resources.nodes"),
-    (["slurm.partition=h100-xl"], "slurm.partition: unknown partition 'h100-xl'; this cluster has: debug, gpu"),
+    (["resources.nodes=4", "train.global_batch_size=32"], "resources.nodes: 4 nodes asked, but any partition has 2; lower resources.nodes"),
+    (["resources.nodes=2", "resources.gpus_per_node=2", "resources.gpu_type=a100-80gb", "train.global_batch_size=32"],
+     "resources.nodes: 2 nodes with 2 GPUs asked, but any partition has 1"),  # multi's nodes have 1 each
+    (["slurm.partition=h100-xl"], "slurm.partition: unknown partition 'h100-xl'; this cluster has: debug, gpu, multi"),
     (["resources.time_limit=three hours"], "resources.time_limit: time_limit 'three hours' is not a duration"),
 ])
 def test_impossible_requests_fail_before_submission(tmp_path, sets, needle):

@@ -10,7 +10,9 @@ environment through submitit's public ``helpers.TorchDistributedEnvironment``
 
 Requeue: on SIGUSR2 (Slurm's time-limit warning, ``--signal=USR2@<delay>``) workers
 checkpoint and rank 0 runs ``scontrol requeue``; the requeued job resumes from the
-checkpoint. On SIGTERM (``scancel``, or preemption, after which Slurm requeues by itself
+checkpoint. When a task dies (``srun --kill-on-bad-exit`` then stops the rest: never half a
+job) and no worker reported an error of its own, the batch script requeues the job, which
+resumes from its last checkpoint (at most ``slurm.max_requeues`` times in all). On SIGTERM (``scancel``, or preemption, after which Slurm requeues by itself
 when PreemptMode=REQUEUE) workers checkpoint and exit. GPU-hours are also read back from
 the scheduler (``sacct`` AllocTRES gres/gpu x ElapsedRaw, every attempt) into the record.
 """
@@ -30,6 +32,7 @@ from alpaca_jobs.backends.base import ACTIVE_STATES, Backend, Capabilities, JobH
 from alpaca_jobs.backends.naming import translate
 from alpaca_jobs.common import kinds
 from alpaca_jobs.common.errors import UserError
+from alpaca_jobs.common.failures import NO_RETRY
 from alpaca_jobs.common.files import atomic_write
 from alpaca_jobs.job import Payload
 from alpaca_jobs.launch import Launch, RankSource, plan_launch
@@ -80,8 +83,8 @@ def node_python(spec: JobSpec) -> str:
 def _srun(spec: JobSpec) -> str:
     """srun with one log file per rank (appended to by a requeued attempt), and pyxis's
     container options when the job runs in an image."""
-    args = ["srun", "--unbuffered", "--open-mode=append", f'--output="$RUN_DIR/{RANK_LOG}.out"',
-            f'--error="$RUN_DIR/{RANK_LOG}.err"']
+    args = ["srun", "--unbuffered", "--kill-on-bad-exit=1", "--open-mode=append",
+            f'--output="$RUN_DIR/{RANK_LOG}.out"', f'--error="$RUN_DIR/{RANK_LOG}.err"']
     c = spec.slurm.container
     if c.runtime == "pyxis":
         args.append(f"--container-image={shlex.quote(c.image or '')}")
@@ -109,8 +112,23 @@ def sbatch_script(spec: JobSpec, *, run_dir: list[str], launch: str, output: str
              *run_dir, 'mkdir -p "$RUN_DIR/logs"', "export SUBMITIT_EXECUTOR=slurm", *spec.slurm.setup]
     if spec.slurm.textfile_dir:
         lines.append(f"export ALPACA_JOBS_TEXTFILE_DIR={shlex.quote(spec.slurm.textfile_dir)}")
-    lines.append(f"{_srun(spec)} {node_python(spec)} -u {launch}")
+    lines += [f'rm -f "$RUN_DIR/{NO_RETRY}"', f"{_srun(spec)} {node_python(spec)} -u {launch}",
+              *_requeue_on_loss(spec.slurm.max_requeues)]
     return "\n".join(lines) + "\n"
+
+
+def _requeue_on_loss(max_requeues: int) -> list[str]:
+    """After srun: when a task died without an error of its own (its node lost, the process
+    killed; see common.failures), the whole job runs again and resumes from its checkpoint.
+    scancel and the time limit end this shell too, so they requeue nothing here."""
+    n = max_requeues
+    return ["rc=$?",
+            f'if [ "$rc" -ne 0 ] && [ ! -e "$RUN_DIR/{NO_RETRY}" ] && [ "${{SLURM_RESTART_COUNT:-0}}" -lt {n} ]; then',
+            '  echo "alpaca-jobs: a task ended without an error of its own (srun exit $rc): requeueing job '
+            f'$SLURM_JOB_ID (restart $((${{SLURM_RESTART_COUNT:-0}} + 1)) of at most {n})" >&2',
+            '  scontrol requeue "$SLURM_JOB_ID"',
+            "fi",
+            'exit "$rc"']
 
 
 def standalone_script(loaded: LoadedSpec, spec_arg: str) -> str:
@@ -279,25 +297,30 @@ def _handle(sub: Submission, job_id: str) -> JobHandle:
 def sacct(job_id: str, all_attempts: bool = False) -> list[dict[str, str]]:
     """The job's allocation rows (-X), one per attempt with -D."""
     cmd = ["sacct", "-j", job_id, "-X", "-n", "--parsable2",
-           "--format=JobID,State,ElapsedRaw,AllocTRES,ExitCode"] + (["-D"] if all_attempts else [])
+           "--format=JobID,State,ElapsedRaw,AllocTRES,ExitCode,NNodes,NodeList"] + (["-D"] if all_attempts else [])
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     if out.returncode:
         raise UserError(f"sacct failed: {out.stderr.strip()} (is slurmdbd accounting configured?)")
-    keys = ["JobID", "State", "ElapsedRaw", "AllocTRES", "ExitCode"]
+    keys = ["JobID", "State", "ElapsedRaw", "AllocTRES", "ExitCode", "NNodes", "NodeList"]
     return [dict(zip(keys, line.split("|"), strict=False)) for line in out.stdout.splitlines() if line.strip()]
 
 
 def scheduler_usage(rows: list[dict[str, str]]) -> dict[str, Any]:
-    """GPU-seconds as the scheduler bills them: sum over attempts of ElapsedRaw x gres/gpu."""
+    """GPU-seconds as the scheduler bills them: sum over attempts of ElapsedRaw x gres/gpu
+    (AllocTRES counts the GPUs of every node of the allocation), and the nodes it ran on."""
     gpu_seconds = elapsed = 0
     gpus = 0
+    node_lists: list[str] = []
     for r in rows:
+        if r.get("NodeList") and r["NodeList"] not in node_lists and r["NodeList"] != "None assigned":
+            node_lists.append(r["NodeList"])
         tres = dict(t.split("=", 1) for t in r["AllocTRES"].split(",") if "=" in t)
         gpus = int(tres.get("gres/gpu", 0))
         elapsed += int(r["ElapsedRaw"] or 0)
         gpu_seconds += int(r["ElapsedRaw"] or 0) * gpus
     return {"source": "sacct AllocTRES gres/gpu x ElapsedRaw", "attempts": len(rows),
             "elapsed_seconds": elapsed, "gpus": gpus, "gpu_seconds": gpu_seconds,
+            "nodes": int(rows[-1].get("NNodes") or 0) if rows else 0, "node_lists": node_lists,
             "gpu_hours": round(gpu_seconds / 3600, 6)}
 
 

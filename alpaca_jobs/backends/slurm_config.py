@@ -44,7 +44,8 @@ class SlurmConfig(Section):
                         "checked on a node before submission")
     setup: list[str] = Field(default_factory=list, description="shell lines run before srun")
     extra_sbatch: dict[str, str | int | bool] = Field(default_factory=dict)
-    max_requeues: int = Field(5, ge=0, description="times a timed-out job requeues itself")
+    max_requeues: int = Field(5, ge=0, description="times a job requeues itself: after its time-limit "
+                              "checkpoint, or when a task died without an error of its own (a node lost)")
     textfile_dir: str | None = Field(None, description="node_exporter textfile collector directory: "
                                      "each run writes its metrics there")
     container: Container = Field(default_factory=Container)

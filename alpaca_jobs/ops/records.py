@@ -58,7 +58,8 @@ def add_scheduler_usage(run_dir: Path, usage: dict[str, Any]) -> dict[str, Any] 
     diff = usage["elapsed_seconds"] - own_elapsed
     tol = AGREEMENT["relative"] * usage["elapsed_seconds"] + AGREEMENT["seconds_per_attempt"] * max(1, usage["attempts"])
     usage = {**usage, "own_gpu_seconds": rec["gpu_seconds"], "difference_seconds": round(diff, 3),
-             "tolerance_seconds": round(tol, 3), "agree": abs(diff) <= tol and usage["gpus"] == gpus}
+             "tolerance_seconds": round(tol, 3), "agree": abs(diff) <= tol and usage["gpus"] == gpus
+             and usage.get("nodes", rec["nodes"]) in (0, rec["nodes"])}  # 0: sacct did not say
     rec["scheduler"] = usage
     atomic_write(run_dir / RECORD_FILE, json.dumps(rec, indent=1) + "\n")
     try:  # the ledger's row carries the scheduler's figures too

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import socket
 import threading
 import time
 import uuid
@@ -73,6 +74,7 @@ class UsageMeter:
         self.cpu0 = 0.0  # getrusage counts from process start too
         self.rank = int(os.environ.get("RANK", "0")) if rank is None else rank
         self.attempt = attempt_id()
+        self.host = socket.gethostname()  # where this process ran (a multi-node run bills every node)
         self._last = 0.0
         self._lock = threading.Lock()  # the live-metrics thread ticks too (one temp file name)
 
@@ -87,7 +89,7 @@ class UsageMeter:
             return
         with self._lock:
             self._last = now
-            row = {"attempt": self.attempt, "rank": self.rank, "started": self.t0,
+            row = {"attempt": self.attempt, "rank": self.rank, "host": self.host, "started": self.t0,
                    "wall_seconds": now - self.t0, "cpu_seconds": _cpu_seconds() - self.cpu0}
             self.dir.mkdir(parents=True, exist_ok=True)
             atomic_write(self.dir / f"{self.attempt}-rank{self.rank}.json", json.dumps(row))

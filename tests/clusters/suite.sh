@@ -2,7 +2,8 @@
 # `make test`: what the test suite needs on this machine, set up for it and stopped after it
 # (also on Ctrl-C), then the command given. Needs root, as the cluster scripts do.
 #   - Debian's Chromium (the web page and rating page tests drive it), installed if missing
-#   - a real single-node Slurm cluster (tests/clusters/slurm.sh up; apt the first time)
+#   - a real Slurm cluster: a node on this machine and two in network namespaces of their own
+#     (tests/clusters/slurm.sh up; apt the first time)
 #   - the Kubernetes control-plane binaries, built once and cached (tests/clusters/k8s.sh build);
 #     test_k8s.py starts the control plane, test_ops.py Prometheus and its Pushgateway
 # Every daemon that was not running before the suite is stopped when it ends: Slurm, MariaDB,
@@ -15,7 +16,8 @@ C=tests/clusters
 
 running() { command -v pgrep >/dev/null && pgrep -x "$1" >/dev/null 2>&1; }
 was_up() { if running "$1"; then echo 1; else echo 0; fi; }
-SLURM_WAS_UP=$(was_up slurmctld)
+# Slurm: this suite's own cluster, by its pid files (another Slurm on the machine is not ours).
+if $C/slurm.sh running 2>/dev/null; then SLURM_WAS_UP=1; else SLURM_WAS_UP=0; fi
 K8S_WAS_UP=$(was_up kube-apiserver)
 PROM_WAS_UP=$(was_up prometheus)
 
@@ -31,7 +33,10 @@ if ! command -v chromium >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null || true
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null || exit 1
 fi
-if [ "${ALPACA_JOBS_SKIP_SLURM:-0}" != 1 ]; then $C/slurm.sh up || exit 1; fi
+if [ "${ALPACA_JOBS_SKIP_SLURM:-0}" != 1 ]; then
+  $C/slurm.sh up || exit 1
+  export "$($C/slurm.sh env)"  # SLURM_CONF: the suite's cluster, not /etc/slurm
+fi
 if [ "${ALPACA_JOBS_SKIP_K8S:-0}" != 1 ]; then $C/k8s.sh build || exit 1; fi
 # In the background and in a session of its own, so that a signal to this script is handled at
 # once (bash runs traps only between foreground commands) and reaches the suite and every
