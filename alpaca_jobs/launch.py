@@ -98,8 +98,9 @@ class Launch:
 
 def plan_launch(loaded: Any, rank_source: RankSource, *, max_restarts: int = 0,
                 on_time_limit: str | None = None, env_hook: str | None = None,
-                port: int = DEFAULT_RDZV_PORT) -> Launch:
-    """The launch of ``loaded`` (a LoadedSpec) as a backend starts it. Pure."""
+                port: int = DEFAULT_RDZV_PORT, host: str | None = None) -> Launch:
+    """The launch of ``loaded`` (a LoadedSpec) as a backend starts it. Pure. ``host``: the
+    rendezvous host where the backend names it at render time (a Kubernetes pod's hostname)."""
     from alpaca_jobs.common import kinds
 
     res = loaded.spec.resources
@@ -107,7 +108,7 @@ def plan_launch(loaded: Any, rank_source: RankSource, *, max_restarts: int = 0,
     nodes, ppn = (res.nodes, res.procs_per_node) if per_gpu else (1, 1)
     if nodes == 1 and rank_source is not RankSource.SCHEDULER_TASKS:
         rank_source = RankSource.SINGLE
-    rendezvous = Rendezvous(port=port) if nodes * ppn > 1 else None
+    rendezvous = Rendezvous(host=host, port=port) if nodes * ppn > 1 else None
     return Launch(nodes=nodes, procs_per_node=ppn, per_gpu=per_gpu, rank_source=rank_source,
                   rendezvous=rendezvous,
                   restart=Restart(max_restarts=max_restarts, on_time_limit=on_time_limit),

@@ -192,3 +192,20 @@ def test_flags_export_of_a_file_that_is_not_sqlite_is_one_line(tmp_path):
     proc = cli("flags", "export", "--flags-db", str(notes))
     assert proc.returncode == 2 and "not a flags database" in proc.stderr and "Traceback" not in proc.stderr
     assert notes.read_text() == "not a database\n" * 10  # left as it was
+
+
+def test_processes_that_adopt_rank_zeros_attempt_bill_one_attempt(tmp_path, monkeypatch):
+    """Pods of a Kubernetes set start with ids of their own; once they share rank 0's, their
+    rows are one attempt (and the rows under the old ids are gone)."""
+    from alpaca_jobs.ops.usage import UsageMeter
+
+    for var in ("ALPACA_JOBS_ATTEMPT", "SLURM_JOB_ID", "TORCHELASTIC_RUN_ID", "SUBMITIT_LOCAL_JOB_ID"):
+        monkeypatch.delenv(var, raising=False)
+    meters = [UsageMeter(tmp_path, rank=r) for r in (0, 1)]
+    for m in meters:
+        m.start()
+    assert read_usage(tmp_path).attempts == 2  # two made-up ids: two attempts, wrongly
+    meters[1].adopt(meters[0].attempt)
+    assert read_usage(tmp_path).attempts == 1
+    assert sorted(p.name for p in (tmp_path / "usage").iterdir()) == [
+        f"{meters[0].attempt}-rank0.json", f"{meters[0].attempt}-rank1.json"]

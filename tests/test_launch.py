@@ -30,3 +30,24 @@ def test_the_launch_travels_in_the_payload_as_plain_data(tmp_path):
     assert Payload.from_dict(data).launch == launch
     old = {k: v for k, v in data.items() if k != "launch"}  # payloads written before launches
     assert Payload.from_dict(old).launch == Launch()
+
+
+def test_multi_node_pods_wait_for_the_rendezvous_name_then_exec_the_launcher(tmp_path):
+    """k8s_rendezvous: a name that resolves starts the command (exec: its exit code is the
+    pod's); one that never does fails in one line after the timeout."""
+    import subprocess
+    import sys
+
+    from alpaca_jobs.backends.k8s_rendezvous import wait_for
+
+    assert wait_for("localhost", timeout=1) == "127.0.0.1"
+    assert wait_for("no-such-pod-0.no-such-run.invalid", timeout=0, every=0) is None
+    mod = [sys.executable, "-m", "alpaca_jobs.backends.k8s_rendezvous"]
+    ran = subprocess.run([*mod, "localhost", "--", "python", "-c", "import sys; sys.exit(7)"],
+                         capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 7 and "rendezvous host localhost is 127.0.0.1" in ran.stderr
+    gone = subprocess.run([*mod, "no-such-pod-0.no-such-run.invalid", "--timeout", "0", "--", "true"],
+                          capture_output=True, text=True, timeout=60)
+    assert gone.returncode == 1 and "did not resolve within 0 s" in gone.stderr and "Traceback" not in gone.stderr
+    usage = subprocess.run([*mod, "localhost"], capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 2 and "usage:" in usage.stderr

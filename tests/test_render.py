@@ -250,3 +250,62 @@ def test_the_cli_lists_backends_from_the_registry():
     plain = {n for n in BACKENDS if type(get_backend(n)).render_plain is not Backend.render_plain}
     assert plain == set(RENDERS_PLAIN)
     assert "[slurm|k8s]" in cli("render", "--help").stdout
+
+
+TWO_K8S_NODES = ["--set", "resources.nodes=2", "--set", "resources.processes_per_node=1",
+                 "--set", "runs_dir=/shared/runs", "--set", "k8s.volumes=[{claim: runs, mount: /shared/runs}]"]
+
+
+def test_two_node_kubernetes_renderings_indexed_and_one_job_per_node():
+    """Both renderings of a two-node run: an Indexed Job (servers 1.22+) and one Job per node
+    (older ones), each with the headless Service pod 0's hostname resolves under; both valid
+    for 1.32 (strict); pods learn their rank from the cluster and meet at pod 0."""
+    import json
+
+    import kubernetes_validate
+
+    from alpaca_jobs.backends.k8s import K8sBackend
+
+    loaded = load_spec("jobs/train-local.yaml", TWO_K8S_NODES[1::2])
+    sub = K8sBackend().render(loaded, "two")
+    assert sub.payload["nodes"] == 2 and sub.payload["ranks"] == 2
+    for objects in (sub.params["objects"], sub.params["per_node"]):
+        for obj in objects:
+            kubernetes_validate.validate(obj, "1.32.0", strict=True)
+        svc = next(o for o in objects if o["kind"] == "Service")
+        assert svc["spec"]["clusterIP"] == "None" and svc["metadata"]["name"] == "two"
+        assert svc["spec"]["publishNotReadyAddresses"] is True
+        payload = json.loads(next(o for o in objects if o["kind"] == "ConfigMap")["data"]["payload.json"])
+        assert payload["launch"]["nodes"] == 2 and payload["launch"]["rendezvous"]["host"] == "two-0.two"
+        for job in (o for o in objects if o["kind"] == "Job"):
+            pod = job["spec"]["template"]["spec"]
+            cmd = pod["containers"][0]["command"]
+            assert pod["subdomain"] == "two"
+            assert cmd[:4] == ["python", "-m", "alpaca_jobs.backends.k8s_rendezvous", "two-0.two"]
+            assert {"--nnodes=2", "--nproc-per-node=1", "--node-rank=$(NODE_RANK)", "--master-addr=two-0.two",
+                    "--max-restarts=0"} <= set(cmd)
+    indexed = [o for o in sub.params["objects"] if o["kind"] == "Job"]
+    assert len(indexed) == 1 and indexed[0]["spec"]["completionMode"] == "Indexed"
+    assert indexed[0]["spec"]["completions"] == indexed[0]["spec"]["parallelism"] == 2
+    env = indexed[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    rank = next(e for e in env if e["name"] == "NODE_RANK")
+    assert "job-completion-index" in rank["valueFrom"]["fieldRef"]["fieldPath"]
+    per_node = [o for o in sub.params["per_node"] if o["kind"] == "Job"]
+    assert [j["metadata"]["name"] for j in per_node] == ["two-0", "two-1"]
+    for i, job in enumerate(per_node):
+        pod = job["spec"]["template"]
+        assert pod["spec"]["hostname"] == f"two-{i}" and pod["metadata"]["labels"]["alpaca-jobs/node"] == str(i)
+        assert {"name": "NODE_RANK", "value": str(i)} in pod["spec"]["containers"][0]["env"]
+    # The dry run shows the Indexed rendering and says what older servers get.
+    dry = cli("submit", "jobs/train-local.yaml", "--cluster", "k8s", "--dry-run", *TWO_K8S_NODES)
+    assert dry.returncode == 0, dry.stderr
+    assert "one Job per node, two-0..1" not in dry.stdout and "older servers get one Job per node" in dry.stdout
+    plain = K8sBackend().render_plain(loaded, "jobs/train-local.yaml")  # `alpaca-jobs render`
+    assert "completionMode: Indexed" in plain and "--master-addr=alpaca-tiny-0.alpaca-tiny" in plain
+
+
+def test_two_nodes_without_a_shared_runs_volume_are_refused_before_anything():
+    proc = cli("submit", "jobs/train-local.yaml", "--cluster", "k8s", "--dry-run", "--set", "resources.nodes=2")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "runs_dir" in proc.stderr and "ReadWriteMany" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -58,6 +58,7 @@ class JobHandle:
     logs: list[str] = field(default_factory=list)  # rank 0's stdout and stderr files, if any
     submitted_at: str = ""
     ranks: int = 1  # worker processes (their logs are --rank 0..ranks-1)
+    nodes: int = 1  # nodes they run on (ranks are numbered node by node: --node i)
 
     def save(self) -> None:
         atomic_write(Path(self.run_dir) / HANDLE_FILE, json.dumps(asdict(self), indent=1))
@@ -121,11 +122,11 @@ class Backend(ABC):
                     found.setdefault(int(m.group(1)), []).append(path)
         return found
 
-    def logs(self, handle: JobHandle, rank: int = 0) -> str:
-        """A worker's stdout then stderr, as they stand."""
-        parts = [p.read_text(errors="replace") for p in self.log_paths(handle).get(rank, [])
-                 if p.is_file()]
-        return "".join(parts)
+    def logs(self, handle: JobHandle, rank: int | None = 0) -> str:
+        """A worker's stdout then stderr, as they stand (``rank`` None: every worker's)."""
+        paths = self.log_paths(handle)
+        ranks = sorted(paths) if rank is None else [rank]
+        return "".join(p.read_text(errors="replace") for r in ranks for p in paths.get(r, []) if p.is_file())
 
     def follow(self, handle: JobHandle):
         """For backends that stream logs (None here: followers read ``log_paths`` by offset):

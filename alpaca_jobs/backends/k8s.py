@@ -11,7 +11,9 @@ there; alpha behind a feature gate in 1.21), ``parallelism: 0`` before. Either w
 controller deletes the running pod (SIGTERM: workers checkpoint within the grace period)
 and keeps the Job with its status; cancel copies the pods' logs into ``<run dir>/logs/``
 while they stop. A Deployment (serve) is scaled to 0 replicas. ``submit --run-id`` of a
-suspended run un-suspends it (of a deleted one, creates it again).
+suspended run un-suspends it (of a deleted one, creates it again). A multi-node run
+(k8s_nodes.py) is N pods of one Indexed Job, or of N Jobs on servers before 1.22: status, logs
+and cancel treat them as one run.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from alpaca_jobs.backends import k8s_nodes
 from alpaca_jobs.backends import k8s_objects as objs
 from alpaca_jobs.backends.base import ACTIVE_STATES, Backend, JobHandle, Submission
+from alpaca_jobs.common import kinds
 from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.spec import LoadedSpec
 
@@ -96,23 +100,53 @@ class K8sBackend(Backend):
     def render(self, loaded: LoadedSpec, run_id: str, after: list[str] | None = None) -> Submission:
         self._no_dependencies(after)
         spec = loaded.spec
-        if spec.resources.nodes != 1:
-            raise UserError(f"{loaded.path}: resources.nodes is {spec.resources.nodes}; the Kubernetes "
-                            "backend runs one node per job today (use CLUSTER=slurm for multi-node)")
         run_dir = str(Path(spec.runs_dir) / run_id)
         # Pure: the namespace is the spec's, or none in the objects (submit then uses the
         # kubeconfig context's, as kubectl apply would), never read from the kubeconfig here.
         ns = spec.k8s.namespace
         loaded = objs.pin(loaded)
+        multi = k8s_nodes.multi_node(spec)
+        payload = {"namespace": ns, "run_dir": run_dir, "nodes": spec.resources.nodes if multi else 1,
+                   "ranks": spec.resources.world_size if kinds.get(spec.job).per_gpu else 1}
+        if multi:
+            k8s_nodes.shared_claim(loaded)
+            # Both renderings: submit picks one by the server's version (Indexed Jobs: 1.22+).
+            indexed, per_node = (k8s_nodes.workload(loaded, run_id, run_dir, spec.image, p) for p in (False, True))
+            for o in [*indexed, *per_node]:
+                o.metadata.namespace = ns
+            head = (f"# {spec.resources.nodes} nodes: an Indexed Job and a headless Service (servers "
+                    f"1.22+); older servers get one Job per node, {run_id}-0..{spec.resources.nodes - 1}\n")
+            return Submission(self.name, run_id, Path(run_dir), payload,
+                              {"objects": objs.to_dicts(indexed), "per_node": objs.to_dicts(per_node)},
+                              head + objs.to_yaml(indexed))
         cm = objs.config_map(loaded, run_id, run_dir)
         work = objs.workload(loaded, run_id, loaded.spec.image)
         for o in [cm, *work]:
             o.metadata.namespace = ns
-        text = objs.to_yaml([cm, *work])
-        return Submission(self.name, run_id, Path(run_dir), {"namespace": ns, "run_dir": run_dir},
-                          {"objects": objs.to_dicts([cm, *work])}, text)
+        return Submission(self.name, run_id, Path(run_dir), payload,
+                          {"objects": objs.to_dicts([cm, *work])}, objs.to_yaml([cm, *work]))
+
+    def preflight(self, loaded: LoadedSpec) -> None:
+        """The inputs, then (more than one node) that the runs claim is ReadWriteMany."""
+        super().preflight(loaded)
+        if not k8s_nodes.multi_node(loaded.spec):
+            return
+        claim = k8s_nodes.shared_claim(loaded)
+        ns = loaded.spec.k8s.namespace or context_namespace()
+        from kubernetes.client.rest import ApiException
+
+        try:
+            pvc = _api().CoreV1Api().read_namespaced_persistent_volume_claim(claim, ns)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise _server_error(exc) from None
+            pvc = None
+        k8s_nodes.check_shared(loaded, claim, ns, pvc)
 
     def render_plain(self, loaded: LoadedSpec, spec_arg: str) -> str:
+        if k8s_nodes.multi_node(loaded.spec):
+            k8s_nodes.shared_claim(loaded)
+            return k8s_nodes.manifests(loaded, spec_arg)
         return objs.manifests(loaded, spec_arg)
 
     def submit(self, sub: Submission) -> JobHandle:
@@ -120,21 +154,19 @@ class K8sBackend(Backend):
         from kubernetes.client.rest import ApiException
 
         ns = sub.payload["namespace"] or context_namespace()
-        cm, owner_obj, *rest = sub.params["objects"]
-        core, batch, apps = client.CoreV1Api(), client.BatchV1Api(), client.AppsV1Api()
-        is_job = owner_obj["kind"] == "Job"
-        fit_to_server(owner_obj, server_version())
+        version = server_version()
+        per_node = "per_node" in sub.params and version < k8s_nodes.INDEXED_SINCE
+        objects = sub.params["per_node" if per_node else "objects"]
+        owned = [o for o in objects if o["kind"] in ("ConfigMap", "Service")]
+        owners = [fit_to_server(o, version) for o in objects if o not in owned]
+        created = [self._create_owner(ns, o) for o in owners]
+        # Owned by every Job (Deployment) of the run: deleting the last one deletes them too.
+        refs = [{"apiVersion": o["apiVersion"], "kind": o["kind"], "name": c.metadata.name, "uid": c.metadata.uid,
+                 "blockOwnerDeletion": True} for o, c in zip(owners, created, strict=True)]
+        core = client.CoreV1Api()
         try:
-            created = (batch.create_namespaced_job if is_job else apps.create_namespaced_deployment)(ns, owner_obj)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise _server_error(exc) from None
-            created = self._resume(ns, owner_obj)
-        owner = {"apiVersion": owner_obj["apiVersion"], "kind": owner_obj["kind"], "name": created.metadata.name,
-                 "uid": created.metadata.uid, "blockOwnerDeletion": True}
-        try:
-            for obj in [cm, *rest]:  # owned: deleting the Job/Deployment deletes them too
-                obj["metadata"]["ownerReferences"] = [owner]
+            for obj in owned:
+                obj["metadata"]["ownerReferences"] = refs
                 create = core.create_namespaced_config_map if obj["kind"] == "ConfigMap" else core.create_namespaced_service
                 try:
                     create(ns, obj)
@@ -144,13 +176,31 @@ class K8sBackend(Backend):
                     if obj["kind"] == "ConfigMap":
                         core.replace_namespaced_config_map(obj["metadata"]["name"], ns, obj)
         except ApiException as exc:
-            self._delete(ns, owner_obj["kind"], created.metadata.name, "Background")
+            for o, c in zip(owners, created, strict=True):
+                self._delete(ns, o["kind"], c.metadata.name, "Background")
             raise _server_error(exc) from None
-        kind_part = "" if is_job else "deployment/"
-        handle = JobHandle(sub.run_id, self.name, f"{ns}/{kind_part}{created.metadata.name}", str(sub.run_dir), [],
-                           time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        nodes = sub.payload.get("nodes", 1)
+        name = sub.run_id if nodes > 1 else created[0].metadata.name
+        kind_part = "deployment/" if owners[0]["kind"] == "Deployment" else ""
+        handle = JobHandle(sub.run_id, self.name, f"{ns}/{kind_part}{name}", str(sub.run_dir), [],
+                           time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                           ranks=sub.payload.get("ranks", 1), nodes=nodes)
         self._save_handle(handle)
         return handle
+
+    def _create_owner(self, ns: str, obj: dict[str, Any]) -> Any:
+        client = _api()
+        from kubernetes.client.rest import ApiException
+
+        batch, apps = client.BatchV1Api(), client.AppsV1Api()
+        try:
+            if obj["kind"] == "Job":
+                return batch.create_namespaced_job(ns, obj)
+            return apps.create_namespaced_deployment(ns, obj)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise _server_error(exc) from None
+            return self._resume(ns, obj)
 
     @staticmethod
     def _resume(ns: str, owner_obj: dict[str, Any]) -> Any:
@@ -197,48 +247,97 @@ class K8sBackend(Backend):
         return (parts[0], "Job", parts[1]) if len(parts) == 2 else (parts[0], "Deployment", parts[2])
 
     def _read(self, handle: JobHandle) -> Any:
+        """The run's Deployment, or None where it is gone."""
         client = _api()
         from kubernetes.client.rest import ApiException
 
-        ns, kind, name = self._parse(handle)
+        ns, _, name = self._parse(handle)
         try:
-            if kind == "Job":
-                return client.BatchV1Api().read_namespaced_job(name, ns)
             return client.AppsV1Api().read_namespaced_deployment(name, ns)
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise _server_error(exc) from None
 
-    def status(self, handle: JobHandle) -> str:
-        job = self._read(handle)
-        if job is None:
-            return "DELETED"
-        if self._parse(handle)[1] == "Deployment":
-            if job.metadata.deletion_timestamp or job.spec.replicas == 0:
-                return "CANCELLED"
-            return "RUNNING" if (job.status.available_replicas or 0) > 0 else "PENDING"
-        done = _finished(job)
-        if done:
-            return done
-        if job.metadata.deletion_timestamp or _paused(job):
-            return "CANCELLED"
-        return "RUNNING" if (job.status.active or 0) > 0 else "PENDING"
+    def _jobs(self, handle: JobHandle) -> list[Any]:
+        """The run's Jobs: its one Job, or (more than one node) every Job labelled with it."""
+        client = _api()
+        from kubernetes.client.rest import ApiException
 
-    def logs(self, handle: JobHandle, rank: int = 0) -> str:
-        """The newest pod's log through the API server; once the pods are gone (a cancelled
-        run), the newest copy `cancel` kept under ``<run dir>/logs/``."""
+        ns, _, name = self._parse(handle)
+        batch = client.BatchV1Api()
+        try:
+            if handle.nodes > 1:
+                jobs = batch.list_namespaced_job(ns, label_selector=f"alpaca-jobs/run-id={name}").items
+                return sorted(jobs, key=lambda j: j.metadata.name)
+            return [batch.read_namespaced_job(name, ns)]
+        except ApiException as exc:
+            if exc.status == 404:
+                return []
+            raise _server_error(exc) from None
+
+    def status(self, handle: JobHandle) -> str:
+        """One state for the run, however many Jobs it has: FAILED once any has failed for
+        good (and then the rest are stopped: never half a job), COMPLETED once all have."""
+        if self._parse(handle)[1] == "Deployment":
+            dep = self._read(handle)
+            if dep is None:
+                return "DELETED"
+            if dep.metadata.deletion_timestamp or dep.spec.replicas == 0:
+                return "CANCELLED"
+            return "RUNNING" if (dep.status.available_replicas or 0) > 0 else "PENDING"
+        jobs = self._jobs(handle)
+        if not jobs:
+            return "DELETED"
+        done = [_finished(j) for j in jobs]
+        live = [j for j, d in zip(jobs, done, strict=True) if d is None]
+        if "FAILED" in done:
+            self._stop(handle, [j for j in live if not _paused(j) and not j.metadata.deletion_timestamp])
+            return "FAILED"
+        if not live:
+            return "COMPLETED"
+        if any(j.metadata.deletion_timestamp or _paused(j) for j in live):
+            return "CANCELLED"
+        return "RUNNING" if any((j.status.active or 0) > 0 for j in live) else "PENDING"
+
+    def _stop(self, handle: JobHandle, jobs: list[Any]) -> None:
+        """Suspend the Jobs still running beside one that failed for good."""
+        client = _api()
+        from kubernetes.client.rest import ApiException
+
+        ns = self._parse(handle)[0]
+        for job in jobs:
+            try:
+                self._suspend(client.BatchV1Api(), ns, job.metadata.name, job)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise _server_error(exc) from None
+
+    def _pods(self, handle: JobHandle, node: int | None) -> list[Any]:
+        """The run's pods (of node ``node``), newest first; of pods created in the same second,
+        those that ran before those that did not (a pod that failed to start has no log)."""
+        client = _api()
+        ns, _, name = self._parse(handle)
+        pods = client.CoreV1Api().list_namespaced_pod(ns, label_selector=f"alpaca-jobs/run-id={name}").items
+        ran = {"Running": 2, "Succeeded": 2, "Failed": 1}
+        pods = [p for p in pods if node is None or k8s_nodes.node_of(p) == node]
+        return sorted(pods, key=lambda p: (p.metadata.creation_timestamp, ran.get(p.status.phase, 0)), reverse=True)
+
+    def logs(self, handle: JobHandle, rank: int | None = 0) -> str:
+        """The log of the newest pod of the node that runs ``rank`` (a pod's log holds all its
+        node's ranks) through the API server; once the pods are gone (a cancelled run), the
+        newest copy `cancel` kept under ``<run dir>/logs/``. ``rank`` None: every node's."""
+        if rank is None and handle.nodes > 1:
+            return "".join(f"=== node {i} ===\n{self._node_log(handle, i)}" for i in range(handle.nodes))
+        return self._node_log(handle, (rank or 0) // max(1, handle.ranks // handle.nodes))
+
+    def _node_log(self, handle: JobHandle, node: int) -> str:
         client = _api()
         from kubernetes.client.rest import ApiException
 
         ns, _, name = self._parse(handle)
         core = client.CoreV1Api()
-        pods = core.list_namespaced_pod(ns, label_selector=f"alpaca-jobs/run-id={name}").items
-        # Newest first; of pods created in the same second, those that ran before those that did
-        # not (a pod that failed to start has no log). The first with a log is the answer.
-        ran = {"Running": 2, "Succeeded": 2, "Failed": 1}
-        for pod in sorted(pods, key=lambda p: (p.metadata.creation_timestamp, ran.get(p.status.phase, 0)),
-                          reverse=True):
+        for pod in self._pods(handle, node):
             try:
                 text = core.read_namespaced_pod_log(pod.metadata.name, ns)
             except ApiException as exc:
@@ -247,24 +346,24 @@ class K8sBackend(Backend):
                 continue
             if text:
                 return text
-        kept = sorted(_kept_logs_dir(handle).glob("*.log"), key=lambda p: p.stat().st_mtime)
+        prefix = f"{name}-{node}-" if handle.nodes > 1 else ""
+        kept = sorted((p for p in _kept_logs_dir(handle).glob("*.log") if p.name.startswith(prefix)),
+                      key=lambda p: p.stat().st_mtime)
         return kept[-1].read_text(errors="replace") if kept else ""
 
     def follow(self, handle: JobHandle):
-        """The running pod's log as it is written: the client's streaming ``follow=True`` read
+        """Rank 0's pod log as it is written: the client's streaming ``follow=True`` read
         (no re-reading of the whole log). Waits for the pod to start; None once the run ended."""
         client = _api()
         from kubernetes.client.rest import ApiException
 
-        ns, _, name = self._parse(handle)
+        ns = self._parse(handle)[0]
         core = client.CoreV1Api()
         while self.status(handle) in ACTIVE_STATES:
-            pods = [p for p in core.list_namespaced_pod(ns, label_selector=f"alpaca-jobs/run-id={name}").items
-                    if p.status.phase in ("Running", "Succeeded", "Failed")]
+            pods = [p for p in self._pods(handle, 0) if p.status.phase in ("Running", "Succeeded", "Failed")]
             if pods:
-                pod = max(pods, key=lambda p: p.metadata.creation_timestamp)
                 try:
-                    resp = core.read_namespaced_pod_log(pod.metadata.name, ns, follow=True,
+                    resp = core.read_namespaced_pod_log(pods[0].metadata.name, ns, follow=True,
                                                         _preload_content=False)
                 except ApiException as exc:
                     if exc.status not in (400, 404):
@@ -275,28 +374,28 @@ class K8sBackend(Backend):
         return None
 
     def cancel(self, handle: JobHandle) -> str:
-        """Suspend (a Job) or scale to 0 (a Deployment); the object, its status and the pods'
-        logs stay. Returns what it did, for the CLI to print."""
+        """Suspend (every Job of the run) or scale to 0 (a Deployment); the objects, their
+        status and the pods' logs stay. Returns what it did, for the CLI to print."""
         client = _api()
         from kubernetes.client.rest import ApiException
 
         ns, kind, name = self._parse(handle)
-        obj = self._read(handle)
-        where = f"{kind.lower()} {ns}/{name}"
-        if obj is None:
+        where = f"{kind.lower()} {ns}/{name}" + (f" ({handle.nodes} nodes)" if handle.nodes > 1 else "")
+        objs_ = [self._read(handle)] if kind == "Deployment" else self._jobs(handle)
+        if not objs_ or objs_[0] is None:
             return f"{handle.run_id}: gone ({where} no longer exists); nothing to cancel"
         try:
             if kind == "Deployment":
                 client.AppsV1Api().patch_namespaced_deployment(name, ns, {"spec": {"replicas": 0}})
                 what = "scaled to 0 replicas; Deployment, Service and logs kept"
             else:
-                done = _finished(obj)
-                if done:
-                    return f"{handle.run_id}: already finished ({done}); {where} left as it is"
-                what = self._suspend(client.BatchV1Api(), ns, name, obj)
+                live = [j for j in objs_ if _finished(j) is None]
+                if not live:
+                    return f"{handle.run_id}: already finished ({self.status(handle)}); {where} left as it is"
+                what = [self._suspend(client.BatchV1Api(), ns, j.metadata.name, j) for j in live][0]
         except ApiException as exc:
             raise _server_error(exc) from None
-        kept = keep_logs(client.CoreV1Api(), ns, name, _kept_logs_dir(handle), wait_s=self._grace(obj) + 15)
+        kept = keep_logs(client.CoreV1Api(), ns, name, _kept_logs_dir(handle), wait_s=self._grace(objs_[0]) + 15)
         return f"{handle.run_id}: {what} ({where}; {kept} pod log(s) in {_kept_logs_dir(handle)}); " \
                f"resume: alpaca-jobs submit <spec> --run-id {handle.run_id}"
 

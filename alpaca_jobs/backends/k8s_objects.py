@@ -16,7 +16,7 @@ from kubernetes import client as k
 from alpaca_jobs.backends.naming import k8s_memory, translate
 from alpaca_jobs.common import kinds
 from alpaca_jobs.job import Payload
-from alpaca_jobs.launch import RankSource, plan_launch
+from alpaca_jobs.launch import Launch, RankSource, plan_launch
 from alpaca_jobs.spec import JobSpec, LoadedSpec
 
 PAYLOAD_DIR = "/etc/alpaca-jobs"
@@ -125,25 +125,28 @@ def _placement(spec: JobSpec) -> dict[str, Any]:
     }
 
 
-def payload_json(loaded: LoadedSpec, run_id: str, run_dir: str) -> str:
-    launch = plan_launch(loaded, RankSource.SINGLE)  # torchrun --standalone sets the env:// variables
+def payload_json(loaded: LoadedSpec, run_id: str, run_dir: str, launch: Launch | None = None) -> str:
+    # One node: torchrun --standalone sets the env:// variables; more: k8s_nodes.launch.
+    launch = launch or plan_launch(loaded, RankSource.SINGLE)
     return json.dumps(Payload.build(loaded, run_id, "k8s", run_dir, launch).to_dict(), indent=1, sort_keys=True)
 
 
-def config_map(loaded: LoadedSpec, run_id: str, run_dir: str) -> k.V1ConfigMap:
+def config_map(loaded: LoadedSpec, run_id: str, run_dir: str, launch: Launch | None = None) -> k.V1ConfigMap:
     return k.V1ConfigMap(
         api_version="v1", kind="ConfigMap",
         metadata=k.V1ObjectMeta(name=f"{run_id}-spec", labels=labels(loaded.spec, run_id)),
-        data={"payload.json": payload_json(loaded, run_id, run_dir)},
+        data={"payload.json": payload_json(loaded, run_id, run_dir, launch)},
     )
 
 
-def _pod(loaded: LoadedSpec, run_id: str, image: str, restart: str, own_payload: bool = False) -> k.V1PodSpec:
+def _pod(loaded: LoadedSpec, run_id: str, image: str, restart: str, own_payload: bool = False,
+         command: list[str] | None = None, env: list[k.V1EnvVar] | None = None) -> k.V1PodSpec:
     spec = loaded.spec
     vols, mounts = _volumes(spec, None if own_payload else f"{run_id}-spec")
     container = k.V1Container(
         name=spec.job, image=image, image_pull_policy=spec.k8s.image_pull_policy,
-        command=worker_command(spec), env=_env(spec), resources=_resources(spec), volume_mounts=mounts,
+        command=command or worker_command(spec), env=[*(env or []), *_env(spec)], resources=_resources(spec),
+        volume_mounts=mounts,
         security_context=k.V1SecurityContext(
             allow_privilege_escalation=False, capabilities=k.V1Capabilities(drop=["ALL"]),
             run_as_non_root=True, seccomp_profile=k.V1SeccompProfile(type="RuntimeDefault")),
@@ -170,9 +173,11 @@ def _pod(loaded: LoadedSpec, run_id: str, image: str, restart: str, own_payload:
     )
 
 
-def job(loaded: LoadedSpec, run_id: str, image: str, generate_name: bool = False) -> k.V1Job:
+def job(loaded: LoadedSpec, run_id: str, image: str, generate_name: bool = False, *, name: str | None = None,
+        command: list[str] | None = None, env: list[k.V1EnvVar] | None = None) -> k.V1Job:
     """generate_name: the checked-in manifests' Job, ``<name>-<random>`` per `kubectl create`,
-    self-contained (its payload in its pod template's annotation, no ConfigMap to collide)."""
+    self-contained (its payload in its pod template's annotation, no ConfigMap to collide).
+    ``name``, ``command``, ``env``: one node's Job of a multi-node run (k8s_nodes.py)."""
     spec = loaded.spec
     failure_policy = k.V1PodFailurePolicy(rules=[
         # Preemption, eviction, node drain: not the job's fault, do not count it.
@@ -183,7 +188,7 @@ def job(loaded: LoadedSpec, run_id: str, image: str, generate_name: bool = False
             container_name=spec.job, operator="In", values=[EXIT_USER_ERROR])),
     ])
     meta = (k.V1ObjectMeta(generate_name=f"{run_id}-", labels=labels(spec, run_id)) if generate_name
-            else k.V1ObjectMeta(name=run_id, labels=labels(spec, run_id)))
+            else k.V1ObjectMeta(name=name or run_id, labels=labels(spec, run_id)))
     pod_meta = k.V1ObjectMeta(labels=labels(spec, run_id))
     if generate_name:
         pod_meta.annotations = {PAYLOAD_ANNOTATION: payload_json(loaded, run_id, f"{spec.runs_dir}/{run_id}")}
@@ -195,7 +200,7 @@ def job(loaded: LoadedSpec, run_id: str, image: str, generate_name: bool = False
             ttl_seconds_after_finished=spec.k8s.ttl_seconds_after_finished,
             pod_failure_policy=failure_policy,
             template=k.V1PodTemplateSpec(metadata=pod_meta,
-                                         spec=_pod(loaded, run_id, image, "Never", own_payload=generate_name)),
+                                         spec=_pod(loaded, run_id, image, "Never", generate_name, command, env)),
         ),
     )
 

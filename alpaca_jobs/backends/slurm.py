@@ -287,9 +287,10 @@ def _sbatch(path: Path, text: str, what: str = "job") -> str:
 
 def _handle(sub: Submission, job_id: str) -> JobHandle:
     logs = [str(sub.run_dir / f"{RANK_LOG.replace('%t', '0')}.{ext}") for ext in ("out", "err")]
+    res = LoadedSpec.from_payload(sub.payload).spec.resources
     handle = JobHandle(sub.run_id, "slurm", job_id, str(sub.run_dir), logs,
                        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                       ranks=LoadedSpec.from_payload(sub.payload).spec.resources.world_size)
+                       ranks=res.world_size, nodes=res.nodes)
     handle.save()
     return handle
 

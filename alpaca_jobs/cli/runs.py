@@ -221,13 +221,27 @@ def check_rank(handle, rank: int | None) -> None:
                         "(or --rank all)")
 
 
-def follow_logs(backend, handle, rank: int | None, follow: bool, echo=click.echo, on_poll=None) -> str:
-    """Print rank ``rank``'s log (None: every rank's, each line prefixed) and, with ``follow``,
-    go on until the job ends (``on_poll`` runs after each look). Returns the job's last state."""
+def node_ranks(handle, node: int) -> list[int]:
+    """The ranks node ``node`` runs (ranks are numbered node by node)."""
+    nodes = getattr(handle, "nodes", 1)
+    if not 0 <= node < nodes:
+        last = f"0-{nodes - 1}" if nodes > 1 else "0"
+        raise UserError(f"run {handle.run_id} runs on {nodes} node(s): --node {last}")
+    per = max(1, handle.ranks // nodes)
+    return list(range(node * per, (node + 1) * per))
+
+
+def follow_logs(backend, handle, rank: int | list[int] | None, follow: bool, echo=click.echo,
+                on_poll=None) -> str:
+    """Print rank ``rank``'s log (a list: those ranks'; None: every rank's; lines prefixed
+    when more than one) and, with ``follow``, go on until the job ends (``on_poll`` runs after
+    each look). Returns the job's last state."""
     from alpaca_jobs.backends.base import ACTIVE_STATES
 
-    check_rank(handle, rank)
-    tail, shown, prefix = Tail(), 0, rank is None and handle.ranks > 1
+    ranks = [rank] if isinstance(rank, int) else rank
+    for r in ranks or []:
+        check_rank(handle, r)
+    tail, shown, prefix = Tail(), 0, (ranks is None and handle.ranks > 1) or len(ranks or []) > 1
     stream = backend.follow(handle) if follow and not backend.log_paths(handle) else None
     if stream is not None:  # a backend that streams (Kubernetes): print as it comes
         for chunk in stream:
@@ -239,12 +253,12 @@ def follow_logs(backend, handle, rank: int | None, follow: bool, echo=click.echo
         state = backend.status(handle) if follow else "DONE"
         paths = backend.log_paths(handle)
         if paths:
-            for r in sorted(paths) if rank is None else [rank]:
+            for r in sorted(paths) if ranks is None else ranks:
                 for path in paths.get(r, []):
                     for line in tail.read(path) + ([] if state in ACTIVE_STATES else tail.rest(path)):
                         echo(f"[rank {r}] {line}" if prefix else line)
-        else:  # a backend that serves logs as text (Kubernetes): print what is new
-            text = backend.logs(handle, rank or 0)
+        else:  # a backend that serves logs as text (Kubernetes: a node's pod log holds its ranks)
+            text = backend.logs(handle, None if ranks is None else ranks[0])
             if len(text) > shown:
                 echo(text[shown:], nl=False)
                 shown = len(text)
@@ -259,14 +273,16 @@ def follow_logs(backend, handle, rank: int | None, follow: bool, echo=click.echo
 @click.argument("run")
 @runs_dir_option
 @click.option("--rank", default="0", show_default=True, help="which worker's log: a rank, or 'all'")
+@click.option("--node", type=int, default=None, help="every rank of one node (0, 1, ...) of a multi-node run")
 @click.option("-f", "--follow", is_flag=True, help="keep printing until the run ends (Ctrl-C stops following)")
-def logs(run: str, runs_dir: str | None, rank: str, follow: bool) -> None:
-    """Print RUN's worker log (stdout and stderr), one rank's or all of them; -f follows it."""
+def logs(run: str, runs_dir: str | None, rank: str, node: int | None, follow: bool) -> None:
+    """Print RUN's worker log (stdout and stderr), one rank's, one node's or all of them; -f follows it."""
     backend, handle = find_run(run, runs_dir)
     if rank != "all" and not rank.isdigit():
         raise UserError(f"--rank {rank!r}: a worker's rank (0, 1, ...) or 'all'")
+    which = node_ranks(handle, node) if node is not None else None if rank == "all" else int(rank)
     try:
-        follow_logs(backend, handle, None if rank == "all" else int(rank), follow)
+        follow_logs(backend, handle, which, follow)
     except KeyboardInterrupt:
         click.echo(f"\nstopped following; the run goes on (alpaca-jobs cancel {handle.run_id} stops it)")
 

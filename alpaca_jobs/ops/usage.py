@@ -78,6 +78,18 @@ class UsageMeter:
         self._last = 0.0
         self._lock = threading.Lock()  # the live-metrics thread ticks too (one temp file name)
 
+    def adopt(self, attempt: str) -> None:
+        """Bill under ``attempt`` from now on (rank 0's, shared once the process group is up:
+        the pods of a Kubernetes set have no common id of their own). The rows written under
+        the old id move to the new one."""
+        if attempt == self.attempt:
+            return
+        with self._lock:
+            old = self.dir / f"{self.attempt}-rank{self.rank}.json"
+            self.attempt = attempt
+        old.unlink(missing_ok=True)
+        self.tick(force=True)
+
     def start(self) -> None:
         """Write the first figures now: from here on a crash still bills this attempt."""
         self.dir.mkdir(parents=True, exist_ok=True)

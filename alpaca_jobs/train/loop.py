@@ -373,12 +373,24 @@ def _prepare(loaded: LoadedSpec, base: Path, d: Dist, progress: Progress):
     return tok, root, num_params, examples, stats, details
 
 
+def _join(progress: Progress, meter: UsageMeter) -> Dist:
+    """Join the process group; every process then bills under rank 0's attempt id."""
+    from alpaca_jobs.train.fsdp import init_distributed
+
+    progress.phase("joining the process group")
+    d = init_distributed()
+    if d.world > 1:
+        box = [meter.attempt]
+        dist.broadcast_object_list(box, src=0, group=d.ckpt_group)
+        meter.adopt(box[0])
+    return d
+
+
 def run(loaded: LoadedSpec, run_dir: Path, stop: StopFlag, meter: UsageMeter,
         live: dict[str, Any] | None = None) -> TrainResult:
     """Train to the end (or until told to stop), checkpointing on the way; ``live`` (the job's
     partial record) is kept current with the steps, tokens and loss so far."""
     from alpaca_jobs.model_dirs import resolve_base_model
-    from alpaca_jobs.train.fsdp import init_distributed
 
     cfg = loaded.spec.train
     progress = Progress(run_dir, enabled=int(os.environ.get("RANK", "0")) == 0,
@@ -388,8 +400,7 @@ def run(loaded: LoadedSpec, run_dir: Path, stop: StopFlag, meter: UsageMeter,
     # Presets are built (once, under a file lock) before torch.distributed starts: with a
     # process group up, transformers' save_pretrained leaves config.json to rank 0 alone.
     base = resolve_base_model(cfg.base_model, cfg.data)
-    progress.phase("joining the process group")
-    d = init_distributed()
+    d = _join(progress, meter)
     torch.manual_seed(cfg.seed)
     tok, root, num_params, examples, stats, details = _prepare(loaded, base, d, progress)
     _record_sharding(root, d, run_dir, details["distributed_type"], details["mesh"])

@@ -10,13 +10,19 @@ runs as a *host process* under this script's Python (the image's ``python``), in
 written into its mount path, a PVC's mount path is a host directory, /dev/shm is the
 host's. runAsUser and resource limits are recorded by the API server but not enforced.
 Each pod's stdout+stderr go to a file that ``kubectl logs`` reads through the API server.
+A pod with a ``subdomain`` (a pod of a multi-node run) gets namespaces, an address and a DNS
+name of its own (pod_network.py); other pods share the host's network. Like a kubelet, it
+waits for a pod's ConfigMaps to exist, expands ``$(VAR)`` in the command from the container's
+environment, and fills ``fieldRef`` variables from the pod.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import http.server
 import os
+import re
 import signal
 import ssl
 import subprocess
@@ -27,6 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from kubernetes import client, config, watch
+from pod_network import PodNetwork
 
 NODE = "fake-node-0"
 PORT = 10250
@@ -46,6 +53,7 @@ class Kubelet:
         (state / "logs").mkdir(parents=True, exist_ok=True)
         self.procs: dict[str, subprocess.Popen] = {}
         self.lock = threading.Lock()
+        self.net = PodNetwork(state)
 
     # -- node -------------------------------------------------------------------------------
     def node_status(self) -> dict:
@@ -80,32 +88,45 @@ class Kubelet:
     def log_path(self, ns: str, pod: str, container: str) -> Path:
         return self.state / "logs" / f"{ns}_{pod}_{container}.log"
 
-    def _env(self, ns: str, c) -> dict[str, str]:
+    def _env(self, pod, c, ip: str) -> dict[str, str]:
+        ns = pod.metadata.namespace
         env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "ALPACA_JOBS_CACHE")}
         for e in c.env or []:
             if e.value is not None:
                 env[e.name] = e.value
             elif e.value_from and e.value_from.secret_key_ref:
                 ref = e.value_from.secret_key_ref
-                import base64
-
                 data = self.v1.read_namespaced_secret(ref.name, ns).data or {}
                 env[e.name] = base64.b64decode(data[ref.key]).decode()
+            elif e.value_from and e.value_from.field_ref:
+                env[e.name] = _field(pod, e.value_from.field_ref.field_path, ip)
         return env
 
-    def _volumes(self, ns: str, pod) -> None:
+    def _config_map(self, name: str, ns: str, wait_s: float = 60) -> dict[str, str]:
+        """A kubelet waits for a pod's ConfigMap to exist (the pod stays ContainerCreating)."""
+        end = time.monotonic() + wait_s
+        while True:
+            try:
+                return self.v1.read_namespaced_config_map(name, ns).data or {}
+            except client.ApiException as exc:
+                if exc.status != 404 or time.monotonic() > end:
+                    raise
+                time.sleep(0.5)
+
+    def _volumes(self, pod) -> dict[str, dict[str, str]]:
+        """configMap mount path -> its files; other volumes are host directories, made here."""
         by_name = {v.name: v for v in pod.spec.volumes or []}
+        maps = {}
         for c in pod.spec.containers:
             for m in c.volume_mounts or []:
                 vol = by_name[m.name]
                 if m.mount_path == "/dev/shm":
                     continue
-                path = Path(m.mount_path)
-                path.mkdir(parents=True, exist_ok=True)
                 if vol.config_map:
-                    cm = self.v1.read_namespaced_config_map(vol.config_map.name, ns)
-                    for key, text in (cm.data or {}).items():
-                        (path / key).write_text(text)
+                    maps[m.mount_path] = self._config_map(vol.config_map.name, pod.metadata.namespace)
+                else:
+                    Path(m.mount_path).mkdir(parents=True, exist_ok=True)
+        return maps
 
     def start(self, pod) -> None:
         ns, name = pod.metadata.namespace, pod.metadata.name
@@ -113,22 +134,36 @@ class Kubelet:
         with self.lock:
             if key in self.procs:
                 return
-            c = pod.spec.containers[0]
-            try:
-                self._volumes(ns, pod)
-                env = self._env(ns, c)
-            except Exception as exc:  # noqa: BLE001 - report it as the pod's failure
-                self.finish(pod, 128, f"CreateContainerConfigError: {exc}")
-                return
-            argv = list(c.command or []) + list(c.args or [])
-            if argv and argv[0] in ("python", "python3"):
-                argv[0] = sys.executable
-            out = open(self.log_path(ns, name, c.name), "ab")  # noqa: SIM115 - owned by the process
-            proc = subprocess.Popen(argv, cwd=self.workdir, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            self.procs[key] = None  # starting (a later event for it waits)
+        c = pod.spec.containers[0]
+        ip, holder = "127.0.0.1", None
+        try:
+            maps = self._volumes(pod)
+            if pod.spec.subdomain:
+                holder, ip = self.net.create(pod, maps)
+            else:
+                for path, files in maps.items():
+                    for fname, text in files.items():
+                        (Path(path) / fname).write_text(text)
+            env = self._env(pod, c, ip)
+        except Exception as exc:  # noqa: BLE001 - report it as the pod's failure
+            self.net.remove(pod)
+            self.finish(pod, 128, f"CreateContainerConfigError: {exc}")
+            return
+        argv = [_expand(a, env) for a in list(c.command or []) + list(c.args or [])]
+        if argv and argv[0] in ("python", "python3"):
+            argv[0] = sys.executable
+        if holder is not None:
+            argv = self.net.enter(holder, argv, self.workdir)
+        out = open(self.log_path(ns, name, c.name), "ab")  # noqa: SIM115 - owned by the process
+        proc = subprocess.Popen(argv, cwd=self.workdir, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        with self.lock:
             self.procs[key] = proc
+        if holder is not None:
+            self.net.publish(pod)
         self.v1.patch_namespaced_pod_status(name, ns, {"status": {
-            "phase": "Running", "podIP": "127.0.0.1", "hostIP": "127.0.0.1", "startTime": now(),
+            "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": "127.0.0.1", "startTime": now(),
             "conditions": [{"type": t, "status": "True", "lastTransitionTime": now()}
                            for t in ("Initialized", "ContainersReady", "Ready", "PodScheduled")],
             "containerStatuses": [{"name": c.name, "image": c.image, "imageID": "", "ready": True,
@@ -142,6 +177,7 @@ class Kubelet:
     def finish(self, pod, code: int, reason: str) -> None:
         ns, name = pod.metadata.namespace, pod.metadata.name
         c = pod.spec.containers[0]
+        self.net.remove(pod)
         try:
             self.v1.patch_namespaced_pod_status(name, ns, {"status": {
                 "phase": "Succeeded" if code == 0 else "Failed",
@@ -165,6 +201,7 @@ class Kubelet:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+        self.net.remove(pod)
         try:
             self.v1.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace, grace_period_seconds=0)
         except client.ApiException as exc:
@@ -182,11 +219,27 @@ class Kubelet:
                         continue
                     if pod.metadata.deletion_timestamp:
                         threading.Thread(target=self.stop, args=(pod,), daemon=True).start()
-                    elif pod.status.phase == "Pending":
-                        self.start(pod)
+                    elif pod.status.phase == "Pending":  # a thread: ConfigMaps may take a while
+                        threading.Thread(target=self.start, args=(pod,), daemon=True).start()
             except Exception as exc:  # noqa: BLE001 - re-list and go on
                 print("watch error:", exc, flush=True)
                 time.sleep(1)
+
+
+def _field(pod, path: str, ip: str) -> str:
+    """A fieldRef's value: metadata.name/namespace/uid, metadata.labels['k'] or
+    metadata.annotations['k'], status.podIP."""
+    m = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path)
+    if m:
+        return (getattr(pod.metadata, m.group(1)) or {}).get(m.group(2), "")
+    return {"metadata.name": pod.metadata.name, "metadata.namespace": pod.metadata.namespace,
+            "metadata.uid": pod.metadata.uid, "status.podIP": ip, "spec.nodeName": NODE}.get(path, "")
+
+
+def _expand(arg: str, env: dict[str, str]) -> str:
+    """The kubelet's $(VAR) expansion in command and args: $$ escapes, unknown names stay."""
+    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                  lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), arg)
 
 
 def serve_logs(kubelet: Kubelet, state: Path) -> None:

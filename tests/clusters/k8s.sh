@@ -54,10 +54,28 @@ wait_for() {
   log "timed out waiting for $what"; return 1
 }
 
+# Every daemon is started here and tracked by its pid file in $DIR/pids: `up` starts what is not
+# running, `down` stops exactly those processes (never by name: another cluster's etcd or
+# kube-apiserver on the machine is left alone).
+alive() {  # alive NAME MARK: the pid in $DIR/pids/NAME.pid runs and its command line holds MARK
+  local f=$DIR/pids/$1.pid pid
+  [ -s "$f" ] || return 1
+  pid=$(cat "$f")
+  [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$2"
+}
+
+start() {  # start NAME MARK LOG COMMAND...: in a session of its own, unless already running
+  local name=$1 mark=$2 logf=$3
+  shift 3
+  alive "$name" "$mark" && return 0
+  setsid "$@" >"$logf" 2>&1 </dev/null &
+  echo $! >"$DIR/pids/$name.pid"
+}
+
 up() {
   build
   command -v etcd >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends etcd-server >/dev/null
-  mkdir -p "$DIR"/{etcd,certs,log}
+  mkdir -p "$DIR"/{etcd,certs,log,pids}
   [ -f "$DIR/sa.key" ] || openssl genrsa -out "$DIR/sa.key" 2048 2>/dev/null
   openssl rsa -in "$DIR/sa.key" -pubout -out "$DIR/sa.pub" 2>/dev/null
   echo "$TOKEN,admin,admin,system:masters" > "$DIR/tokens.csv"
@@ -69,36 +87,48 @@ users: [{name: admin, user: {token: $TOKEN}}]
 contexts: [{name: test, context: {cluster: test, user: admin, namespace: default}}]
 current-context: test
 EOF
-  pgrep -f "etcd --name alpaca-test" >/dev/null || (setsid etcd --name alpaca-test --data-dir "$DIR/etcd" \
+  start etcd "--data-dir $DIR/etcd" "$DIR/log/etcd.log" etcd --name alpaca-test --data-dir "$DIR/etcd" \
     --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
-    --listen-peer-urls http://127.0.0.1:2380 >"$DIR/log/etcd.log" 2>&1 &)
-  pgrep -f "bin/kube-apiserver" >/dev/null || (setsid "$BIN/kube-apiserver" --etcd-servers=http://127.0.0.1:2379 \
+    --listen-peer-urls http://127.0.0.1:2380
+  start apiserver "$BIN/kube-apiserver" "$DIR/log/apiserver.log" "$BIN/kube-apiserver" \
+    --etcd-servers=http://127.0.0.1:2379 \
     --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port=6443 --cert-dir="$DIR/certs" \
     --token-auth-file="$DIR/tokens.csv" --authorization-mode=Node,RBAC \
     --service-account-issuer=https://kubernetes.default.svc --service-account-key-file="$DIR/sa.pub" \
     --service-account-signing-key-file="$DIR/sa.key" --service-cluster-ip-range=10.96.0.0/16 \
-    --allow-privileged=true >"$DIR/log/apiserver.log" 2>&1 &)
+    --allow-privileged=true
   wait_for 60 kube-apiserver kubectl --kubeconfig "$DIR/kubeconfig" get --raw /readyz
-  pgrep -f "bin/kube-controller-manager" >/dev/null || (setsid "$BIN/kube-controller-manager" \
-    --kubeconfig="$DIR/kubeconfig" --service-account-private-key-file="$DIR/sa.key" \
-    --leader-elect=false --controllers='*' >"$DIR/log/controller-manager.log" 2>&1 &)
-  pgrep -f "bin/kube-scheduler" >/dev/null || (setsid "$BIN/kube-scheduler" --kubeconfig="$DIR/kubeconfig" \
-    --leader-elect=false >"$DIR/log/scheduler.log" 2>&1 &)
-  pgrep -f fake_kubelet.py >/dev/null || (setsid "$PYTHON" "$HERE/fake_kubelet.py" --kubeconfig "$DIR/kubeconfig" \
-    --state "$DIR/node" >"$DIR/log/fake-kubelet.log" 2>&1 &)
+  start controller-manager "$BIN/kube-controller-manager" "$DIR/log/controller-manager.log" \
+    "$BIN/kube-controller-manager" --kubeconfig="$DIR/kubeconfig" --service-account-private-key-file="$DIR/sa.key" \
+    --leader-elect=false --controllers='*'
+  start scheduler "$BIN/kube-scheduler" "$DIR/log/scheduler.log" "$BIN/kube-scheduler" \
+    --kubeconfig="$DIR/kubeconfig" --leader-elect=false
+  start kubelet "$HERE/fake_kubelet.py" "$DIR/log/fake-kubelet.log" "$PYTHON" "$HERE/fake_kubelet.py" \
+    --kubeconfig "$DIR/kubeconfig" --state "$DIR/node"
   wait_for 60 "node Ready" bash -c "kubectl --kubeconfig '$DIR/kubeconfig' get nodes 2>/dev/null | grep -q ' Ready'"
   wait_for 60 "default service account" kubectl --kubeconfig "$DIR/kubeconfig" get serviceaccount default
   log "up; KUBECONFIG=$DIR/kubeconfig"
   echo "$DIR/kubeconfig"
 }
 
-gone() { ! pgrep -f "$1" >/dev/null; }
+stop() {  # stop NAME MARK: SIGTERM, up to 30 s, then SIGKILL; only the pid in its pid file
+  local pid
+  if alive "$1" "$2"; then
+    pid=$(cat "$DIR/pids/$1.pid")
+    kill "$pid" 2>/dev/null || true
+    wait_for 30 "$1 (pid $pid) to exit" bash -c "! [ -e /proc/$pid ]" || kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$DIR/pids/$1.pid"
+}
 
 down() {
-  for p in fake_kubelet.py bin/kube-scheduler bin/kube-controller-manager bin/kube-apiserver "etcd --name alpaca-test"; do
-    pkill -f "$p" 2>/dev/null || true
-    wait_for 30 "$p to exit" gone "$p" || pkill -9 -f "$p" 2>/dev/null || true
-  done
+  stop kubelet "$HERE/fake_kubelet.py"
+  # The network namespaces (holders, by pid file) and the bridge the kubelet's pods used.
+  python3 "$HERE/pod_network.py" "$DIR/node" 2>/dev/null || true
+  stop scheduler "$BIN/kube-scheduler"
+  stop controller-manager "$BIN/kube-controller-manager"
+  stop apiserver "$BIN/kube-apiserver"
+  stop etcd "--data-dir $DIR/etcd"
   log "down"
 }
 
