@@ -177,3 +177,31 @@ def test_a_claim_that_is_not_read_write_many_is_refused_before_anything(shared, 
     assert len(ours) == 1, proc.stderr
     assert _kubectl_json(ns, "jobs", "-l", "alpaca-jobs/run-id=rwo")["items"] == []
     subprocess.run(["kubectl", "delete", "pv", f"{ns}-single", "--wait=false"], capture_output=True)
+
+
+def test_down_and_up_touch_only_this_control_planes_daemons(tmp_path):
+    """Processes named etcd and kube-apiserver that are not ours run on the machine: `down`
+    stops ours (by pid file) and not theirs; `up` starts ours again beside them. Last in this
+    module: it restarts the control plane."""
+    import shutil
+
+    from tests.conftest import ROOT
+
+    script = str(ROOT / "tests/clusters/k8s.sh")
+    foreign = []
+    for name in ("etcd", "kube-apiserver"):
+        shutil.copy("/bin/sleep", tmp_path / name)
+        foreign.append(subprocess.Popen([str(tmp_path / name), "600"], start_new_session=True))
+    env = {**os.environ, "PYTHON": os.sys.executable}
+    try:
+        down = subprocess.run([script, "down"], capture_output=True, text=True, timeout=300, env=env)
+        assert down.returncode == 0, down.stderr
+        assert all(p.poll() is None for p in foreign), "down stopped a foreign daemon"
+        assert subprocess.run([script, "running"], capture_output=True, timeout=30).returncode != 0
+        up = subprocess.run([script, "up"], capture_output=True, text=True, timeout=600, env=env)
+        assert up.returncode == 0, up.stderr
+        assert subprocess.run([script, "running"], capture_output=True, timeout=30).returncode == 0
+        assert all(p.poll() is None for p in foreign)
+    finally:
+        for p in foreign:
+            p.kill()

@@ -7,6 +7,7 @@
 #   tests/clusters/k8s.sh build    # install go/etcd (apt) and build the binaries (~8 min, once)
 #   tests/clusters/k8s.sh up       # build if needed, start everything; prints the kubeconfig path
 #   tests/clusters/k8s.sh down
+#   tests/clusters/k8s.sh running  # exit 0 when this script's control plane is up
 #
 # Needs root. Binaries are cached outside the checkout in $K8S_CACHE; state is in $K8S_TEST_DIR.
 set -euo pipefail
@@ -136,5 +137,6 @@ case "${1:-}" in
   build) build ;;
   up) up ;;
   down) down ;;
-  *) echo "usage: $0 build|up|down" >&2; exit 2 ;;
+  running) alive apiserver "$BIN/kube-apiserver" ;;  # this script's control plane (pid file) is up
+  *) echo "usage: $0 build|up|down|running" >&2; exit 2 ;;
 esac

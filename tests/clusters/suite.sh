@@ -18,7 +18,8 @@ running() { command -v pgrep >/dev/null && pgrep -x "$1" >/dev/null 2>&1; }
 was_up() { if running "$1"; then echo 1; else echo 0; fi; }
 # Slurm: this suite's own cluster, by its pid files (another Slurm on the machine is not ours).
 if $C/slurm.sh running 2>/dev/null; then SLURM_WAS_UP=1; else SLURM_WAS_UP=0; fi
-K8S_WAS_UP=$(was_up kube-apiserver)
+# Kubernetes: likewise this suite's control plane, by its pid files.
+if $C/k8s.sh running 2>/dev/null; then K8S_WAS_UP=1; else K8S_WAS_UP=0; fi
 PROM_WAS_UP=$(was_up prometheus)
 
 stop() {
