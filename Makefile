@@ -107,6 +107,7 @@ bench: setup
 	$(BIN)/python bench/packing.py
 	$(BIN)/python bench/plan_balance.py
 	$(BIN)/python bench/step_anatomy.py
+	$(BIN)/python bench/collectives.py
 	$(BIN)/python bench/loss_memory.py
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/serve.py
