@@ -39,13 +39,13 @@ def runs(tmp_path_factory) -> Path:
 
 
 def _wait_done(run_id: str, runs: Path, timeout: float = 240) -> str:
-    from alpaca_jobs.backends.base import ACTIVE_STATES
+    from alpaca_jobs.backends.states import is_active
 
     end = time.time() + timeout
     while time.time() < end:
         out = cli("status", run_id, "--runs-dir", str(runs)).stdout
         state = out.split(":", 1)[1].split()[0] if ":" in out else "PENDING"
-        if state not in ACTIVE_STATES:
+        if not is_active(state):
             return out
         time.sleep(1)
     raise AssertionError(f"{run_id} still running after {timeout} s")

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alpaca_jobs.backends.states import State
 from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.common.files import atomic_write
 from alpaca_jobs.spec import LoadedSpec
@@ -68,9 +69,6 @@ class JobHandle:
         return cls(**json.loads((run_dir / HANDLE_FILE).read_text()))
 
 
-# States in which a job is still queued or running, whatever the backend calls them.
-ACTIVE_STATES = {"RUNNING", "PENDING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED",
-                 "RESIZING", "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT"}
 
 
 @dataclass(frozen=True)
@@ -104,7 +102,8 @@ class Backend(ABC):
         return [self.submit(sub) for sub in subs]
 
     @abstractmethod
-    def status(self, handle: JobHandle) -> str: ...
+    def status(self, handle: JobHandle) -> State:
+        """The run's state, from the scheduler's words through the backend's table (states.py)."""
 
     def log_paths(self, handle: JobHandle) -> dict[int, list[Path]]:
         """Each rank's log files (stdout, stderr), for workers that log to files named like

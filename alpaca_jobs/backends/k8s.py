@@ -26,7 +26,8 @@ from typing import Any
 
 from alpaca_jobs.backends import k8s_nodes
 from alpaca_jobs.backends import k8s_objects as objs
-from alpaca_jobs.backends.base import ACTIVE_STATES, Backend, JobHandle, Submission
+from alpaca_jobs.backends.base import Backend, JobHandle, Submission
+from alpaca_jobs.backends.states import State
 from alpaca_jobs.common import kinds
 from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.spec import LoadedSpec
@@ -87,10 +88,10 @@ def _paused(job: Any) -> bool:
     return bool(job.spec.suspend) or job.spec.parallelism == 0
 
 
-def _finished(job: Any) -> str | None:
+def _finished(job: Any) -> State | None:
     for cond in job.status.conditions or []:
         if cond.status == "True" and cond.type in ("Complete", "Failed"):
-            return "COMPLETED" if cond.type == "Complete" else "FAILED"
+            return State.COMPLETED if cond.type == "Complete" else State.FAILED
     return None
 
 
@@ -276,29 +277,29 @@ class K8sBackend(Backend):
                 return []
             raise _server_error(exc) from None
 
-    def status(self, handle: JobHandle) -> str:
+    def status(self, handle: JobHandle) -> State:
         """One state for the run, however many Jobs it has: FAILED once any has failed for
         good (and then the rest are stopped: never half a job), COMPLETED once all have."""
         if self._parse(handle)[1] == "Deployment":
             dep = self._read(handle)
             if dep is None:
-                return "DELETED"
+                return State.DELETED
             if dep.metadata.deletion_timestamp or dep.spec.replicas == 0:
-                return "CANCELLED"
-            return "RUNNING" if (dep.status.available_replicas or 0) > 0 else "PENDING"
+                return State.CANCELLED
+            return State.RUNNING if (dep.status.available_replicas or 0) > 0 else State.PENDING
         jobs = self._jobs(handle)
         if not jobs:
-            return "DELETED"
+            return State.DELETED
         done = [_finished(j) for j in jobs]
         live = [j for j, d in zip(jobs, done, strict=True) if d is None]
-        if "FAILED" in done:
+        if State.FAILED in done:
             self._stop(handle, [j for j in live if not _paused(j) and not j.metadata.deletion_timestamp])
-            return "FAILED"
+            return State.FAILED
         if not live:
-            return "COMPLETED"
+            return State.COMPLETED
         if any(j.metadata.deletion_timestamp or _paused(j) for j in live):
-            return "CANCELLED"
-        return "RUNNING" if any((j.status.active or 0) > 0 for j in live) else "PENDING"
+            return State.CANCELLED
+        return State.RUNNING if any((j.status.active or 0) > 0 for j in live) else State.PENDING
 
     def _stop(self, handle: JobHandle, jobs: list[Any]) -> None:
         """Suspend the Jobs still running beside one that failed for good."""
@@ -359,7 +360,7 @@ class K8sBackend(Backend):
 
         ns = self._parse(handle)[0]
         core = client.CoreV1Api()
-        while self.status(handle) in ACTIVE_STATES:
+        while self.status(handle).active:
             pods = [p for p in self._pods(handle, 0) if p.status.phase in ("Running", "Succeeded", "Failed")]
             if pods:
                 try:

@@ -18,6 +18,7 @@ import yaml
 
 from alpaca_jobs.backends.base import Backend, Capabilities, JobHandle, Submission
 from alpaca_jobs.backends.naming import translate
+from alpaca_jobs.backends.states import State, record_state
 from alpaca_jobs.common import kinds
 from alpaca_jobs.job import Payload
 from alpaca_jobs.launch import RankSource, plan_launch
@@ -91,16 +92,13 @@ class LocalBackend(Backend):
         handle.save()
         return handle
 
-    def status(self, handle: JobHandle) -> str:
+    def status(self, handle: JobHandle) -> State:
+        """Running while its controller process lives; then what its run record says (a
+        process that died before writing one: FAILED, and its log says why)."""
         if _alive(int(handle.job_id)):
-            return "RUNNING"
+            return State.RUNNING
         rec = load_record(Path(handle.run_dir))
-        if rec is None:
-            return "FAILED (no run record: see `alpaca-jobs logs`)"
-        return {"completed": "COMPLETED", "interrupted": "INTERRUPTED", "failed": "FAILED",
-                "stopped": "STOPPED"}.get(
-            rec["status"], rec["status"].upper()
-        )
+        return State.FAILED if rec is None else record_state(rec["status"])
 
     def cancel(self, handle: JobHandle) -> str:
         pid = int(handle.job_id)

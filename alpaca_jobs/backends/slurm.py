@@ -28,8 +28,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from alpaca_jobs.backends.base import ACTIVE_STATES, Backend, Capabilities, JobHandle, Submission
+from alpaca_jobs.backends.base import Backend, Capabilities, JobHandle, Submission
 from alpaca_jobs.backends.naming import translate
+from alpaca_jobs.backends.states import State, slurm_state
 from alpaca_jobs.common import kinds
 from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.common.failures import NO_RETRY
@@ -246,12 +247,11 @@ class SlurmBackend(Backend):
         job_id = _sbatch(folder / SCRIPT, text, what="job array")
         return [_handle(sub, f"{job_id}_{i}") for i, sub in enumerate(subs)]
 
-    def status(self, handle: JobHandle) -> str:
+    def status(self, handle: JobHandle) -> State:
         rows = sacct(handle.job_id)
         if not rows:
-            return "PENDING"  # accounting has not seen it yet
-        state = rows[-1]["State"].split()[0]
-        return "CANCELLED" if state.startswith("CANCELLED") else state
+            return State.PENDING  # accounting has not seen it yet
+        return slurm_state(rows[-1]["State"])
 
     def cancel(self, handle: JobHandle) -> str:
         subprocess.run(["scancel", handle.job_id], check=True, capture_output=True, timeout=60)
@@ -263,7 +263,7 @@ class SlurmBackend(Backend):
         from alpaca_jobs.ops.records import add_scheduler_usage
 
         rows = sacct(handle.job_id, all_attempts=True)
-        if rows and rows[-1]["State"].split()[0] not in ACTIVE_STATES:
+        if rows and not slurm_state(rows[-1]["State"]).active:
             add_scheduler_usage(Path(handle.run_dir), scheduler_usage(rows))
 
 

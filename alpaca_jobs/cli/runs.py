@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from alpaca_jobs.backends.states import State, is_active, record_state
 from alpaca_jobs.common.errors import UserError
 
 RUNS_DIR_ENV = "ALPACA_JOBS_RUNS_DIR"
@@ -65,15 +66,9 @@ def collect_runs(runs_dir: Path, live: bool = True) -> list[RunRow]:
                                      rec.get("cost_usd", 0.0) + rec.get("api_cost_usd", 0.0))
     for handle_file in sorted(runs_dir.glob("*/handle.json")) if runs_dir.is_dir() else []:
         row = _row_of_handle(handle_file.parent, live)
-        if row is not None and (row.run_id not in rows or row.state in _active()):
+        if row is not None and (row.run_id not in rows or is_active(row.state)):
             rows[row.run_id] = row
     return sorted(rows.values(), key=lambda r: r.started, reverse=True)
-
-
-def _active() -> set[str]:
-    from alpaca_jobs.backends.base import ACTIVE_STATES
-
-    return ACTIVE_STATES
 
 
 def _row_of_handle(run_dir: Path, live: bool) -> RunRow | None:
@@ -89,10 +84,10 @@ def _row_of_handle(run_dir: Path, live: bool) -> RunRow | None:
         return None
     rec = load_record(run_dir)
     kind = rec["job"] if rec else _kind_of(run_dir)
-    state = rec["status"].upper() if rec and rec["status"] != "running" else "SUBMITTED"
+    state = str(record_state(rec["status"]) if rec and rec["status"] != "running" else State.SUBMITTED)
     if live and (rec is None or rec["status"] == "running"):
         try:
-            state = get_backend(handle.backend).status(handle)
+            state = str(get_backend(handle.backend).status(handle))
         except (UserError, OSError, json.JSONDecodeError) as exc:
             state = f"UNKNOWN ({str(exc)[:60]})"
     return RunRow(handle.run_id, kind, handle.backend, state, rec.get("started_at", "") if rec else
@@ -236,8 +231,6 @@ def follow_logs(backend, handle, rank: int | list[int] | None, follow: bool, ech
     """Print rank ``rank``'s log (a list: those ranks'; None: every rank's; lines prefixed
     when more than one) and, with ``follow``, go on until the job ends (``on_poll`` runs after
     each look). Returns the job's last state."""
-    from alpaca_jobs.backends.base import ACTIVE_STATES
-
     ranks = [rank] if isinstance(rank, int) else rank
     for r in ranks or []:
         check_rank(handle, r)
@@ -255,7 +248,7 @@ def follow_logs(backend, handle, rank: int | list[int] | None, follow: bool, ech
         if paths:
             for r in sorted(paths) if ranks is None else ranks:
                 for path in paths.get(r, []):
-                    for line in tail.read(path) + ([] if state in ACTIVE_STATES else tail.rest(path)):
+                    for line in tail.read(path) + ([] if is_active(state) else tail.rest(path)):
                         echo(f"[rank {r}] {line}" if prefix else line)
         else:  # a backend that serves logs as text (Kubernetes: a node's pod log holds its ranks)
             text = backend.logs(handle, None if ranks is None else ranks[0])
@@ -264,7 +257,7 @@ def follow_logs(backend, handle, rank: int | list[int] | None, follow: bool, ech
                 shown = len(text)
         if on_poll is not None:
             on_poll()
-        if state not in ACTIVE_STATES:
+        if not is_active(state):
             return state
         time.sleep(0.5)
 
@@ -337,15 +330,13 @@ def _pipeline_status(pipe_dir: Path) -> None:
 @runs_dir_option
 def cancel(run: str, runs_dir: str | None) -> None:
     """Stop RUN: workers checkpoint first; `submit --run-id RUN` resumes it. Says what it did."""
-    from alpaca_jobs.backends.base import ACTIVE_STATES
-
     backend, handle = find_run(run, runs_dir)
     state = backend.status(handle)
-    if state == "DELETED":
+    if state is State.DELETED:
         click.echo(f"{handle.run_id}: gone (job {handle.job_id} no longer exists on {handle.backend}); "
                    "nothing to cancel")
         return
-    if state not in ACTIVE_STATES:
+    if not state.active:
         click.echo(f"{handle.run_id} already ended ({state}); nothing to cancel")
         return
     said = backend.cancel(handle)

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from alpaca_jobs.backends import get_backend
-from alpaca_jobs.backends.base import ACTIVE_STATES, JobHandle
+from alpaca_jobs.backends.base import JobHandle
+from alpaca_jobs.backends.states import State, is_active
 from alpaca_jobs.common import kinds
 from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.ops.record import load_record
@@ -121,7 +122,7 @@ class _Run:
             return pipe
         except KeyboardInterrupt:
             previous = self.previous
-            if previous is not None and self.caps.attached and self.backend.status(previous) in ACTIVE_STATES:
+            if previous is not None and self.caps.attached and self.backend.status(previous).active:
                 self.backend.cancel(previous)  # a local stage would go on without its teacher: stop it too
             raise UserError(f"interrupted; re-run with --run-id {self.pid} to go on (completed stages are "
                             "reused, a cancelled one resumes)") from None
@@ -156,7 +157,7 @@ class _Run:
                 raise UserError(f"stage {previous.run_id} did not complete; fix it and re-run "
                                 f"with --run-id {self.pid} (completed stages are reused)")
         handle = self._submit(stage, loaded, sub, after)
-        run.job_id, run.status = handle.job_id, "SUBMITTED"
+        run.job_id, run.status = handle.job_id, State.SUBMITTED
         pipe.save()
         if kind.long_running:
             self._serving(stage, kind, run, handle, loaded)
@@ -225,7 +226,7 @@ def _still_active(backend, run_dir: Path) -> JobHandle | None:
     handle = JobHandle.load(Path(run_dir))
     if handle.backend != backend.name:
         return None
-    return handle if backend.status(handle) in ACTIVE_STATES else None
+    return handle if backend.status(handle).active else None
 
 
 def _finished(run_dir: Path) -> bool:
@@ -246,7 +247,7 @@ def _follow(backend, handle: JobHandle, stage: str, pipe: Pipeline, echo, screen
             if state != last:
                 say(f"[{stage}] {state}")
                 last = state
-            if state not in ACTIVE_STATES and state != "SUBMITTED":
+            if not is_active(state):
                 break
             if screen.enabled:
                 screen.feed("")  # redraw the bar
@@ -276,7 +277,7 @@ def _wait_ready(backend, handle: JobHandle, loaded, echo, timeout: float = 600) 
             with urllib.request.urlopen(base + "/readyz", timeout=2):
                 return base + "/v1"
         except OSError:
-            if backend.status(handle) not in ACTIVE_STATES:
+            if not backend.status(handle).active:
                 raise UserError(f"server {handle.run_id} stopped before it was ready:\n"
                                 f"{_tail(backend.logs(handle))}") from None
             time.sleep(1.0)
@@ -285,7 +286,7 @@ def _wait_ready(backend, handle: JobHandle, loaded, echo, timeout: float = 600) 
 
 def _wait_gone(backend, handle: JobHandle, timeout: float = 60) -> None:
     end = time.time() + timeout
-    while time.time() < end and backend.status(handle) in ACTIVE_STATES:
+    while time.time() < end and backend.status(handle).active:
         time.sleep(0.5)
 
 
