@@ -14,6 +14,9 @@ from alpaca_jobs.common.template import PromptFormat
 class TrainConfig(Section):
     base_model: str = Field(description="HF model directory, or preset:tiny-llama / preset:smollm2-135m")
     data: str = Field(description="Alpaca JSON/JSONL, or self-instruct seed JSONL")
+    model_shape: Literal["llama-7b", "llama-13b", "llama-65b"] | None = Field(
+        None, description="the base model's shape (LLaMA paper, table 2) for the memory check before "
+        "launch, where its config.json is not readable from where you submit (train/memory.py)")
     max_length: int = Field(512, ge=16, le=131072)
     global_batch_size: int = Field(128, ge=1)
     micro_batch_size: int = Field(
