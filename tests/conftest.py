@@ -86,6 +86,23 @@ def metrics(run_dir: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
 
 
+def worker_pid(**env: str) -> int | None:
+    """The job runtime process whose environment holds every ``NAME=value`` given (a worker
+    of a test cluster's job, found through /proc: the tests run as root)."""
+    want = {f"{k}={v}".encode() for k, v in env.items()}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes()
+            environ = set((proc / "environ").read_bytes().split(b"\0"))
+        except OSError:
+            continue
+        if b"alpaca_jobs.runtime" in cmd and want <= environ:
+            return int(proc.name)
+    return None
+
+
 def slurm_up() -> None:
     """Start the test Slurm cluster (tests/clusters/slurm.sh; idempotent) and point this
     process and its children at it: it keeps its config apart from any other Slurm here."""

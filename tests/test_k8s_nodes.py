@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli, metrics
+from tests.conftest import cli, metrics, worker_pid
 from tests.test_k8s import _kubectl_json, _wait, kube  # noqa: F401 - the control plane fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.k8s]
@@ -128,22 +128,6 @@ def test_two_pods_train_like_one_pod_of_two_processes(shared, two_pods, one_pod)
     assert len(listed) == 1, listed
 
 
-def _worker(master: str, rank: int) -> int | None:
-    """The worker process of ``rank`` of the run whose rendezvous is ``master`` (from /proc)."""
-    want = {f"MASTER_ADDR={master}".encode(), f"RANK={rank}".encode()}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmd = (proc / "cmdline").read_bytes()
-            env = set((proc / "environ").read_bytes().split(b"\0"))
-        except OSError:
-            continue
-        if b"alpaca_jobs.runtime" in cmd and want <= env:
-            return int(proc.name)
-    return None
-
-
 def test_a_killed_pod_restarts_the_set_which_resumes_exactly(shared, two_pods):
     ns, runs = shared
     proc = _submit(shared, "killed", *TWO_PODS)
@@ -152,7 +136,7 @@ def test_a_killed_pod_restarts_the_set_which_resumes_exactly(shared, two_pods):
     end = time.time() + 300
     while len(metrics(run_dir)) < 6 and time.time() < end:  # past the step-4 checkpoint
         time.sleep(0.3)
-    pid = _worker("killed-0.killed", 1)
+    pid = worker_pid(MASTER_ADDR="killed-0.killed", RANK="1")
     assert pid is not None, "no rank 1 worker of the run found"
     os.killpg(os.getpgid(pid), signal.SIGKILL)  # pod 1 dies whole, without a word (its node is gone)
     rec = _done(shared, "killed", timeout=600)

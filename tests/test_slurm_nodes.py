@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli, metrics, slurm_up
+from tests.conftest import cli, metrics, slurm_up, worker_pid
 from tests.test_slurm import ENV, SPEC, _record, _wait_done
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
@@ -83,29 +83,13 @@ def test_two_nodes_train_like_one_node_of_two_processes(two_nodes, one_node):
     assert rec["gpu_seconds"] == pytest.approx(rec["wall_seconds"] * 2 * 1, rel=1e-3)
 
 
-def _task_pid(job_id: str, procid: int) -> int | None:
-    """The worker process of Slurm task ``procid`` of ``job_id`` (read from /proc: we are root)."""
-    want = {f"SLURM_JOB_ID={job_id}".encode(), f"SLURM_PROCID={procid}".encode()}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmd = (proc / "cmdline").read_bytes()
-            env = set((proc / "environ").read_bytes().split(b"\0"))
-        except OSError:
-            continue
-        if b"alpaca_jobs.runtime" in cmd and want <= env:
-            return int(proc.name)
-    return None
-
-
 def test_a_killed_node_task_requeues_the_job_which_resumes_exactly(two_nodes, runs):
     job = _submit(runs, "killed", *TWO_NODES)
     run_dir = runs / "killed"
     end = time.time() + 240
     while len(metrics(run_dir)) < 6 and time.time() < end:  # past the step-4 checkpoint
         time.sleep(0.3)
-    pid = _task_pid(job, 1)
+    pid = worker_pid(SLURM_JOB_ID=job, SLURM_PROCID="1")
     assert pid is not None, "no task 1 of the job found"
     os.kill(pid, signal.SIGKILL)  # the second node's worker dies without a word
     out = _wait_done("killed", runs, timeout=400)
