@@ -268,8 +268,8 @@ def test_two_node_kubernetes_renderings_indexed_and_one_job_per_node():
 
     loaded = load_spec("jobs/train-local.yaml", TWO_K8S_NODES[1::2])
     sub = K8sBackend().render(loaded, "two")
-    assert sub.payload["nodes"] == 2 and sub.payload["ranks"] == 2
-    for objects in (sub.params["objects"], sub.params["per_node"]):
+    assert sub.nodes == 2 and sub.ranks == 2
+    for objects in (sub.objects, sub.per_node):
         for obj in objects:
             kubernetes_validate.validate(obj, "1.32.0", strict=True)
         svc = next(o for o in objects if o["kind"] == "Service")
@@ -284,13 +284,13 @@ def test_two_node_kubernetes_renderings_indexed_and_one_job_per_node():
             assert cmd[:4] == ["python", "-m", "alpaca_jobs.backends.k8s_rendezvous", "two-0.two"]
             assert {"--nnodes=2", "--nproc-per-node=1", "--node-rank=$(NODE_RANK)", "--master-addr=two-0.two",
                     "--max-restarts=0"} <= set(cmd)
-    indexed = [o for o in sub.params["objects"] if o["kind"] == "Job"]
+    indexed = [o for o in sub.objects if o["kind"] == "Job"]
     assert len(indexed) == 1 and indexed[0]["spec"]["completionMode"] == "Indexed"
     assert indexed[0]["spec"]["completions"] == indexed[0]["spec"]["parallelism"] == 2
     env = indexed[0]["spec"]["template"]["spec"]["containers"][0]["env"]
     rank = next(e for e in env if e["name"] == "NODE_RANK")
     assert "job-completion-index" in rank["valueFrom"]["fieldRef"]["fieldPath"]
-    per_node = [o for o in sub.params["per_node"] if o["kind"] == "Job"]
+    per_node = [o for o in sub.per_node if o["kind"] == "Job"]
     assert [j["metadata"]["name"] for j in per_node] == ["two-0", "two-1"]
     for i, job in enumerate(per_node):
         pod = job["spec"]["template"]

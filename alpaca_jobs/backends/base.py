@@ -42,12 +42,21 @@ def new_run_id(name: str) -> str:
 
 @dataclass(frozen=True)
 class Submission:
+    """What every backend's render gives: the run, and ``text``, exactly what would be
+    submitted (for --dry-run). Each backend's subclass carries what its submit sends."""
+
     backend: str
     run_id: str
     run_dir: Path
+    text: str
+
+
+@dataclass(frozen=True)
+class PayloadSubmission(Submission):
+    """A submission whose workers receive the payload as data (local: submitit's pickle;
+    Slurm: the run dir's payload.json)."""
+
     payload: dict[str, Any]
-    params: dict[str, Any]
-    text: str  # exactly what would be submitted, for --dry-run
 
 
 @dataclass

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,10 +96,22 @@ def _finished(job: Any) -> State | None:
     return None
 
 
+@dataclass(frozen=True)
+class K8sSubmission(Submission):
+    """The objects to create, in order (ConfigMap, Job(s) or Deployment, Service); a
+    multi-node run also carries its one-Job-per-node rendering for servers before 1.22."""
+
+    namespace: str | None  # None: the kubeconfig context's, read at submit
+    objects: list[dict[str, Any]]
+    per_node: list[dict[str, Any]] | None = None
+    nodes: int = 1
+    ranks: int = 1
+
+
 class K8sBackend(Backend):
     name = "k8s"
 
-    def render(self, loaded: LoadedSpec, run_id: str, after: list[str] | None = None) -> Submission:
+    def render(self, loaded: LoadedSpec, run_id: str, after: list[str] | None = None) -> K8sSubmission:
         self._no_dependencies(after)
         spec = loaded.spec
         run_dir = str(Path(spec.runs_dir) / run_id)
@@ -107,8 +120,9 @@ class K8sBackend(Backend):
         ns = spec.k8s.namespace
         loaded = objs.pin(loaded)
         multi = k8s_nodes.multi_node(spec)
-        payload = {"namespace": ns, "run_dir": run_dir, "nodes": spec.resources.nodes if multi else 1,
-                   "ranks": spec.resources.world_size if kinds.get(spec.job).per_gpu else 1}
+        run = {"backend": self.name, "run_id": run_id, "run_dir": Path(run_dir), "namespace": ns,
+               "nodes": spec.resources.nodes if multi else 1,
+               "ranks": spec.resources.world_size if kinds.get(spec.job).per_gpu else 1}
         if multi:
             k8s_nodes.shared_claim(loaded)
             # Both renderings: submit picks one by the server's version (Indexed Jobs: 1.22+).
@@ -117,15 +131,13 @@ class K8sBackend(Backend):
                 o.metadata.namespace = ns
             head = (f"# {spec.resources.nodes} nodes: an Indexed Job and a headless Service (servers "
                     f"1.22+); older servers get one Job per node, {run_id}-0..{spec.resources.nodes - 1}\n")
-            return Submission(self.name, run_id, Path(run_dir), payload,
-                              {"objects": objs.to_dicts(indexed), "per_node": objs.to_dicts(per_node)},
-                              head + objs.to_yaml(indexed))
+            return K8sSubmission(**run, text=head + objs.to_yaml(indexed), objects=objs.to_dicts(indexed),
+                                 per_node=objs.to_dicts(per_node))
         cm = objs.config_map(loaded, run_id, run_dir)
         work = objs.workload(loaded, run_id, loaded.spec.image)
         for o in [cm, *work]:
             o.metadata.namespace = ns
-        return Submission(self.name, run_id, Path(run_dir), payload,
-                          {"objects": objs.to_dicts([cm, *work])}, objs.to_yaml([cm, *work]))
+        return K8sSubmission(**run, text=objs.to_yaml([cm, *work]), objects=objs.to_dicts([cm, *work]))
 
     def preflight(self, loaded: LoadedSpec) -> None:
         """The inputs, then (more than one node) that the runs claim is ReadWriteMany."""
@@ -150,14 +162,13 @@ class K8sBackend(Backend):
             return k8s_nodes.manifests(loaded, spec_arg)
         return objs.manifests(loaded, spec_arg)
 
-    def submit(self, sub: Submission) -> JobHandle:
+    def submit(self, sub: K8sSubmission) -> JobHandle:
         client = _api()
         from kubernetes.client.rest import ApiException
 
-        ns = sub.payload["namespace"] or context_namespace()
+        ns = sub.namespace or context_namespace()
         version = server_version()
-        per_node = "per_node" in sub.params and version < k8s_nodes.INDEXED_SINCE
-        objects = sub.params["per_node" if per_node else "objects"]
+        objects = sub.per_node if sub.per_node and version < k8s_nodes.INDEXED_SINCE else sub.objects
         owned = [o for o in objects if o["kind"] in ("ConfigMap", "Service")]
         owners = [fit_to_server(o, version) for o in objects if o not in owned]
         created = [self._create_owner(ns, o) for o in owners]
@@ -180,12 +191,12 @@ class K8sBackend(Backend):
             for o, c in zip(owners, created, strict=True):
                 self._delete(ns, o["kind"], c.metadata.name, "Background")
             raise _server_error(exc) from None
-        nodes = sub.payload.get("nodes", 1)
+        nodes = sub.nodes
         name = sub.run_id if nodes > 1 else created[0].metadata.name
         kind_part = "deployment/" if owners[0]["kind"] == "Deployment" else ""
         handle = JobHandle(sub.run_id, self.name, f"{ns}/{kind_part}{name}", str(sub.run_dir), [],
                            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                           ranks=sub.payload.get("ranks", 1), nodes=nodes)
+                           ranks=sub.ranks, nodes=nodes)
         self._save_handle(handle)
         return handle
 

@@ -12,11 +12,13 @@ import os
 import signal
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from alpaca_jobs.backends.base import Backend, Capabilities, JobHandle, Submission
+from alpaca_jobs.backends.base import Backend, Capabilities, JobHandle, PayloadSubmission
 from alpaca_jobs.backends.naming import translate
 from alpaca_jobs.backends.states import State, record_state
 from alpaca_jobs.common import kinds
@@ -28,11 +30,16 @@ from alpaca_jobs.spec import LoadedSpec
 RUN_PAYLOAD = "alpaca_jobs.runtime:run_payload"  # what submitit runs, for every kind
 
 
+@dataclass(frozen=True)
+class LocalSubmission(PayloadSubmission):
+    executor: dict[str, Any]  # submitit.LocalExecutor's parameters
+
+
 class LocalBackend(Backend):
     name = "local"
     capabilities = Capabilities(reachable=True, attached=True)
 
-    def render(self, loaded: LoadedSpec, run_id: str, after: list[str] | None = None) -> Submission:
+    def render(self, loaded: LoadedSpec, run_id: str, after: list[str] | None = None) -> LocalSubmission:
         self._no_dependencies(after)
         spec = loaded.spec
         run_dir = (Path(spec.runs_dir) / run_id).resolve()
@@ -56,7 +63,7 @@ class LocalBackend(Backend):
             },
             sort_keys=False,
         )
-        return Submission(self.name, run_id, run_dir, payload, params, text)
+        return LocalSubmission(self.name, run_id, run_dir, text, payload, params)
 
     def preflight(self, loaded: LoadedSpec) -> None:
         if loaded.spec.resources.gpus_per_node:
@@ -75,12 +82,12 @@ class LocalBackend(Backend):
     def check_inputs(self, loaded: LoadedSpec) -> None:
         kinds.preflight(loaded)  # everything a local job reads is on this machine
 
-    def submit(self, sub: Submission) -> JobHandle:
+    def submit(self, sub: LocalSubmission) -> JobHandle:
         import submitit
 
         sub.run_dir.mkdir(parents=True, exist_ok=True)
         executor = submitit.LocalExecutor(folder=sub.run_dir / "submitit")
-        executor.update_parameters(**sub.params)
+        executor.update_parameters(**sub.executor)
         from alpaca_jobs.runtime import run_payload
 
         with _detached(sub.run_dir / "submitit" / "controller.log"):
@@ -88,7 +95,7 @@ class LocalBackend(Backend):
         logs = [str(job.paths.stdout).replace("%t", "0"), str(job.paths.stderr).replace("%t", "0")]
         handle = JobHandle(sub.run_id, self.name, str(job.job_id), str(sub.run_dir), logs,
                            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                           ranks=int(sub.params.get("tasks_per_node", 1)))
+                           ranks=int(sub.executor.get("tasks_per_node", 1)))
         handle.save()
         return handle
 

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from alpaca_jobs.backends.base import Backend, Capabilities, JobHandle, Submission
+from alpaca_jobs.backends.base import Backend, Capabilities, JobHandle, PayloadSubmission
 from alpaca_jobs.backends.naming import translate
 from alpaca_jobs.backends.states import State, slurm_state
 from alpaca_jobs.common import kinds
@@ -178,7 +178,7 @@ def render_script(spec: JobSpec, run_id: str, after: list[str] | None = None) ->
                          output=_sbatch_path(run_dir / "logs" / "batch.out"), after=after)
 
 
-def array_script(subs: list[Submission]) -> str:
+def array_script(subs: list[PayloadSubmission]) -> str:
     """One job array for several runs with the same resources (a sweep): task i runs subs[i]."""
     spec = LoadedSpec.from_payload(subs[0].payload).spec
     dirs = " ".join(shlex.quote(str(s.run_dir)) for s in subs)
@@ -203,7 +203,7 @@ def _sbatch_path(path: Path) -> str:
     return '"' + plain.replace('"', '\\"') + '"'
 
 
-def _array_dir(subs: list[Submission]) -> Path:
+def _array_dir(subs: list[PayloadSubmission]) -> Path:
     return subs[0].run_dir.parent / f"{subs[0].run_id.rsplit('-', 1)[0]}-array"
 
 
@@ -211,12 +211,11 @@ class SlurmBackend(Backend):
     name = "slurm"
     capabilities = Capabilities(dependencies=True)
 
-    def render(self, loaded: LoadedSpec, run_id: str, after: list[str] | None = None) -> Submission:
+    def render(self, loaded: LoadedSpec, run_id: str, after: list[str] | None = None) -> PayloadSubmission:
         """The submission of one run; ``after``: Slurm job ids it waits on (afterok)."""
         run_dir = _run_dir(loaded.spec, run_id)
         payload = Payload.build(loaded, run_id, self.name, run_dir, launch_of(loaded)).to_dict()
-        return Submission(self.name, run_id, run_dir, payload, {"after": list(after or [])},
-                          render_script(loaded.spec, run_id, after))
+        return PayloadSubmission(self.name, run_id, run_dir, render_script(loaded.spec, run_id, after), payload)
 
     def render_plain(self, loaded: LoadedSpec, spec_arg: str) -> str:
         return standalone_script(loaded, spec_arg)
@@ -226,12 +225,12 @@ class SlurmBackend(Backend):
         check_cluster(loaded)
         check_node_python(loaded)
 
-    def submit(self, sub: Submission) -> JobHandle:
+    def submit(self, sub: PayloadSubmission) -> JobHandle:
         _write_inputs(sub)
         job_id = _sbatch(sub.run_dir / SCRIPT, sub.text)
         return _handle(sub, job_id)
 
-    def submit_many(self, subs: list[Submission]) -> list[JobHandle]:
+    def submit_many(self, subs: list[PayloadSubmission]) -> list[JobHandle]:
         """A sweep is one Slurm job array (runs must share resources, so one sbatch fits all)."""
         if len(subs) == 1:
             return [self.submit(subs[0])]
@@ -267,7 +266,7 @@ class SlurmBackend(Backend):
             add_scheduler_usage(Path(handle.run_dir), scheduler_usage(rows))
 
 
-def _write_inputs(sub: Submission) -> None:
+def _write_inputs(sub: PayloadSubmission) -> None:
     """What the workers read: the payload, and the directory their logs go to."""
     (sub.run_dir / "logs").mkdir(parents=True, exist_ok=True)
     atomic_write(sub.run_dir / PAYLOAD, json.dumps(sub.payload, indent=1, sort_keys=True))
@@ -285,7 +284,7 @@ def _sbatch(path: Path, text: str, what: str = "job") -> str:
     return out.stdout.strip().split(";")[0]
 
 
-def _handle(sub: Submission, job_id: str) -> JobHandle:
+def _handle(sub: PayloadSubmission, job_id: str) -> JobHandle:
     logs = [str(sub.run_dir / f"{RANK_LOG.replace('%t', '0')}.{ext}") for ext in ("out", "err")]
     res = LoadedSpec.from_payload(sub.payload).spec.resources
     handle = JobHandle(sub.run_id, "slurm", job_id, str(sub.run_dir), logs,
