@@ -22,21 +22,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from alpaca_jobs.common.errors import UserError
-from alpaca_jobs.common.presets import PRESET_PREFIX, cache_dir, check_base_model, smollm2_gguf
+from alpaca_jobs.common.presets import (
+    PRESET_PREFIX,
+    TINY_LLAMA,
+    TINY_VOCAB,
+    cache_dir,
+    check_base_model,
+    smollm2_gguf,
+)
 
 log = logging.getLogger(__name__)
-
-TINY_LLAMA = dict(
-    hidden_size=128,
-    intermediate_size=344,
-    num_hidden_layers=4,
-    num_attention_heads=4,
-    num_key_value_heads=4,
-    max_position_embeddings=1024,
-    rms_norm_eps=1e-5,
-    tie_word_embeddings=False,
-)
-TINY_VOCAB = 2048
 
 
 def resolve_base_model(name: str, data_path: str | None = None) -> Path:

@@ -269,6 +269,10 @@ class LoadedSpec:
             "spec_path": str(self.path),
         }
 
+    def derived(self) -> dict[str, Any]:
+        """The spec's derived figures and those its sections work out with the layout."""
+        return {**self.spec.derived(), **layout_figures(self.spec, self.layout, self.path)}
+
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> LoadedSpec:
         return cls(
@@ -346,7 +350,23 @@ def load_spec(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> 
             f"{path}: layout: {layout_path} asks for {layout.mixed_precision} but the job has no "
             "GPUs; bf16 on CPU is 5-8x slower than fp32. Use a CPU layout (mixed_precision: no)"
         )
+    layout_figures(spec, layout, path)
     return LoadedSpec(spec=spec, layout=layout, path=path, layout_path=layout_path)
+
+
+def layout_figures(spec: JobSpec, layout: Layout, path: Path) -> dict[str, Any]:
+    """Each section's ``check_layout``: a SpecError naming the spec file when one refuses the
+    layout (the model does not fit the GPUs, ...), else the figures they work out."""
+    out: dict[str, Any] = {}
+    for section in spec.sections():
+        check = getattr(section, "check_layout", None)
+        if check is None:
+            continue
+        try:
+            out.update(check(spec, layout) or {})
+        except ValueError as exc:
+            raise SpecError(f"{path}: {exc}") from None
+    return out
 
 
 def builtin_spec(data: dict[str, Any], overrides: tuple[str, ...] | list[str] = (),
@@ -359,6 +379,7 @@ def builtin_spec(data: dict[str, Any], overrides: tuple[str, ...] | list[str] = 
     for assignment in overrides:
         apply_override(data, assignment)
     spec = validate_spec(data, Path(origin))
+    layout_figures(spec, Layout(), Path(origin))
     return LoadedSpec(spec=spec, layout=Layout(), path=Path(origin), layout_path=Path(origin))
 
 

@@ -81,9 +81,10 @@ def test_local_gpu_job_on_a_machine_without_gpus_is_refused(tmp_path):
 
 
 def test_spec_check_prints_derived_values():
-    proc = cli("spec", "check", "jobs/train.yaml", "--set", "resources.gpus_per_node=4")
-    assert proc.returncode == 0
-    assert "grad_accum_steps: 8" in proc.stdout and "processes: 4" in proc.stdout
+    proc = cli("spec", "check", "jobs/train.yaml", "--set", "resources.nodes=2")
+    assert proc.returncode == 0, proc.stderr
+    assert "grad_accum_steps: 2" in proc.stdout and "processes: 16" in proc.stdout
+    assert "memory_per_gpu: '6.74B (train.model_size: 7b) on 16 GPUs, hybrid shard over 8" in proc.stdout
 
 
 def test_unknown_run_is_a_clear_error(tmp_path):

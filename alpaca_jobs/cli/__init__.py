@@ -190,7 +190,7 @@ def spec_check(path: str, overrides: tuple[str, ...]) -> None:
 
     loaded = load_spec(path, overrides)
     out = {**loaded.spec.model_dump(mode="json"), "layout_resolved": loaded.layout.model_dump(mode="json"),
-           "derived": loaded.spec.derived()}
+           "derived": loaded.derived()}
     click.echo(yaml.safe_dump(out, sort_keys=False), nl=False)
 
 

@@ -26,11 +26,18 @@ class Strict(BaseModel):
 
 
 class Section(Strict):
-    """A spec section owned by a kind (named after it) or a backend. Two optional hooks see the
-    whole validated spec: checks across sections, and figures derived from them."""
+    """A spec section owned by a kind (named after it) or a backend. Optional hooks see the
+    whole validated spec: checks across sections, checks against the layout, and figures
+    derived from them."""
 
     def check_spec(self, spec: Any) -> None:
         """Raise ValueError when this section does not fit the rest of ``spec`` (a JobSpec)."""
+
+    def check_layout(self, spec: Any, layout: Any) -> dict[str, Any]:
+        """Raise ValueError when this section cannot run on ``spec``'s hardware as ``layout``
+        lays it out (e.g. the model does not fit in GPU memory); else figures worked out from
+        both, shown by ``alpaca-jobs spec check``. Called once the layout file is read."""
+        return {}
 
     def derived(self, spec: Any) -> dict[str, Any]:
         """Figures worked out from the spec, shown by ``alpaca-jobs spec check``."""

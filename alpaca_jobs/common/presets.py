@@ -12,6 +12,18 @@ from alpaca_jobs.common.errors import UserError
 
 PRESET_PREFIX = "preset:"
 PRESETS = ("tiny-llama", "smollm2-135m")
+# preset:tiny-llama's shape (model_dirs builds it; the memory check before launch reads it)
+TINY_LLAMA = dict(
+    hidden_size=128,
+    intermediate_size=344,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    max_position_embeddings=1024,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=False,
+)
+TINY_VOCAB = 2048
 
 
 def cache_dir() -> Path:

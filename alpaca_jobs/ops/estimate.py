@@ -1,22 +1,33 @@
-"""The cost projection behind ``alpaca-jobs cost estimate`` (``cli/costs.py``): project a
-recipe's cost (7B, 13B or 65B LLaMA shapes) on N nodes of GPUs, formula shown.
+"""The cost projection behind ``alpaca-jobs cost estimate`` (``cli/costs.py``): the 7B, 13B or
+65B recipe's cost, formula shown.
 
     tokens      = examples x epochs x mean tokens per example
     FLOPs/token = 6 N + 12 L d T        (PaLM appendix B; N params without the input
                                          embedding, L layers, d width, T length)
-    compute     = tokens per step x FLOPs/token / (MFU x peak FLOP/s x GPUs)   per step
-    comm        = bytes through each GPU's network link per step / its share of the node's
-                  inter-node bandwidth                                         per step
-                  full shard: (W-1)/W x 8 B x N / g   (two bf16 all-gathers, one fp32
-                              reduce-scatter over all W ranks; a ring leaves a node on 1 hop in g)
-                  hybrid:     2 (n-1)/n x 4 B x N / g (one fp32 all-reduce of a node's shard
-                              across the n nodes)  -- bench/collectives.py counts these bytes
-    step        = max(compute, comm)    (FSDP2 prefetches: communication overlaps compute)
-    GPU-hours   = steps x step / 3600 x GPUs;  cost = GPU-hours x price per GPU-hour
+                  x 4/3 with activation checkpointing (the forward runs again in backward)
+    tokens/s    = given, or MFU x peak FLOP/s x GPUs / FLOPs per token
+    GPU-hours   = tokens / tokens/s / 3600 x GPUs
+    cost        = GPU-hours x price per GPU-hour
 
-One node has no inter-node traffic (NVLink is assumed never to be the limit). From a run record
-measured on another GPU, the MFU carries over (each GPU at the same share of its own dense bf16
-peak), so tokens/s scale by the ratio of the two peaks.
+On more than one node the inter-node links are in the formula, per optimizer step:
+
+    compute/step = step tokens x FLOPs/token / (MFU x peak x GPUs)
+    comm/step    = bytes each node sends across nodes / bandwidth per node
+                   full shard: (2 + 2 + 4) B x params x (nodes - 1) / nodes   (a bf16 all-gather
+                     of the weights in forward and again in backward, an fp32 reduce-scatter of
+                     the gradients: the loop's dtypes, train/fsdp.py)
+                   hybrid:     2 x 4 B x params x (nodes - 1) / nodes         (one ring all-reduce
+                     of each node's fp32 gradient shard; all-gathers stay on NVLink)
+    step         = max(compute, comm): overlapped, as FSDP2 prefetches the next layer's
+                   all-gather and reduce-scatters one layer's gradients while the next computes
+    tokens/s     = step tokens / step
+
+Within one node, communication is assumed hidden behind compute (NVLink). Bandwidth per node
+(an assumption, --node-bandwidth): 200 GB/s, the 8 x 200 Gb/s HDR InfiniBand ports of an
+NVIDIA DGX A100 (its datasheet); AWS p4de instances have 4 x 100 Gb/s EFA = 50 GB/s.
+
+From a run record measured on another GPU, the MFU carries over (each GPU at the same share of
+its own dense bf16 peak), so tokens/s scale by the ratio of the two peaks.
 """
 
 from __future__ import annotations
@@ -27,23 +38,49 @@ from pathlib import Path
 
 from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.ops.prices import PEAK_BF16_FLOPS
+from alpaca_jobs.ops.shapes import LLAMA, ModelShape
 
 ALPACA_EXAMPLES = 52_002  # records in Stanford's alpaca_data.json
+# LLaMA paper, table 2: 6.74e9 parameters; the FLOPs count all but the 32000 x 4096 input
+# embedding table (a lookup), as the training job's MFU does.
+LLAMA_7B = {"params": LLAMA["7b"].flop_params, "layers": 32, "hidden": 4096}
 ASSUMED_MEAN_TOKENS = 200
-GLOBAL_BATCH = 128  # examples per optimizer step in every Alpaca recipe
-# Assumed inter-node bandwidth per node: 8 x 200 Gb/s InfiniBand HDR (one NIC per GPU, as on
-# DGX A100 / AWS p4d-class nodes) = 200 GB/s per direction, at link peak.
-INTER_NODE_GBS = 200.0
-# LLaMA paper (Touvron et al. 2023), table 2. "params" counts all but the 32000 x d input
-# embedding table (a lookup), as the training job's MFU does; "total" is what is communicated.
-MODELS = {
-    "llama-7b": {"total": 6.74e9, "layers": 32, "hidden": 4096},
-    "llama-13b": {"total": 13.0e9, "layers": 40, "hidden": 5120},
-    "llama-65b": {"total": 65.2e9, "layers": 80, "hidden": 8192},
+NODE_BANDWIDTH = 200e9  # bytes/s per node: 8 x 200 Gb/s HDR InfiniBand (NVIDIA DGX A100 datasheet)
+RECOMPUTE = 4 / 3  # activation checkpointing: forward (2N) + backward (4N) + forward again (2N)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What ``--model`` projects by default: the recipe in jobs/ (a test holds them equal)."""
+
+    spec: str
+    epochs: int
+    nodes: int
+    sharding: str  # full | hybrid
+    recompute: bool  # the layout's activation checkpointing
+    global_batch: int = 128
+
+
+RECIPES: dict[str, Recipe] = {
+    "7b": Recipe("jobs/train.yaml", epochs=3, nodes=1, sharding="full", recompute=False),
+    "13b": Recipe("jobs/train-13b.yaml", epochs=5, nodes=2, sharding="hybrid", recompute=True),
+    "65b": Recipe("jobs/train-65b.yaml", epochs=3, nodes=4, sharding="full", recompute=True),
 }
-for _m in MODELS.values():
-    _m["params"] = _m["total"] - 32000 * _m["hidden"]
-LLAMA_7B = MODELS["llama-7b"]
+
+
+def resolve_sharding(requested: str, nodes: int) -> str:
+    """As train/mesh.py resolves it: auto is hybrid across nodes; one node is always full."""
+    if nodes == 1:
+        return "full"
+    return "hybrid" if requested == "auto" else requested
+
+
+def comm_bytes_per_node(shape: ModelShape, nodes: int, sharding: str) -> tuple[float, str]:
+    """Bytes each node sends across nodes per optimizer step, and the formula in words."""
+    frac = (nodes - 1) / nodes
+    if sharding == "hybrid":
+        return 2 * 4 * shape.params * frac, f"2 x 4 B x {shape.params:.3g} params x ({nodes}-1)/{nodes}"
+    return (2 + 2 + 4) * shape.params * frac, f"(2 + 2 + 4) B x {shape.params:.3g} params x ({nodes}-1)/{nodes}"
 
 
 @dataclass(frozen=True)
@@ -54,65 +91,80 @@ class Estimate:
     gpu_hours: float
     cost_usd: float
     lines: list[str]
+    step_seconds: float | None = None  # on more than one node, from MFU: max(compute, comm)
+    comm_seconds: float | None = None
 
 
-def flops_per_token(mean_tokens: float, model: str = "llama-7b") -> float:
-    m = MODELS[model]
-    return 6 * m["params"] + 12 * m["layers"] * m["hidden"] * mean_tokens
-
-
-def comm_bytes(model: str, nodes: int, per_node: int, sharding: str) -> float:
-    """Bytes through each GPU's inter-node link per optimizer step (0 on one node)."""
-    if nodes == 1:
-        return 0.0
-    n, world = MODELS[model]["total"], nodes * per_node
-    if sharding == "hybrid":
-        return 2 * (nodes - 1) / nodes * 4 * n / per_node
-    return (world - 1) / world * 8 * n / per_node
+def flops_per_token(mean_tokens: float, shape: ModelShape = LLAMA["7b"]) -> float:
+    return 6 * shape.flop_params + 12 * shape.layers * shape.hidden * mean_tokens
 
 
 def estimate(
     *, gpus: int, price: float, epochs: int, examples: int, mean_tokens: float,
     tokens_per_second: float | None = None, mfu: float | None = None, peak: float = PEAK_BF16_FLOPS["A100"],
-    model: str = "llama-7b", nodes: int = 1, sharding: str = "auto", inter_node_gbs: float = INTER_NODE_GBS,
+    model: str = "7b", nodes: int = 1, sharding: str = "auto", node_bandwidth: float = NODE_BANDWIDTH,
+    global_batch: int = 128, recompute: bool = False,
 ) -> Estimate:
-    """``gpus``: per node. ``sharding`` auto: hybrid on more than one node (train/mesh.py)."""
-    m, world = MODELS[model], gpus * nodes
-    sharding = ("hybrid" if nodes > 1 else "full") if sharding == "auto" else sharding
+    """``gpus``: all of them (nodes x per node)."""
+    shape = LLAMA[model]
     tokens = examples * epochs * mean_tokens
     lines = [f"tokens      = {examples} examples x {epochs} epochs x {mean_tokens:.1f} tokens = {tokens:,.0f}"]
+    step = comm = None
     if tokens_per_second is None:
         if mfu is None:
             raise UserError("give a throughput: --tokens-per-second, --mfu, or --record with a GPU run's MFU")
-        fpt = flops_per_token(mean_tokens, model)
-        tokens_per_second = mfu * peak * world / fpt
-        lines.append(f"FLOPs/token = 6 x {m['params']:.3g} + 12 x {m['layers']} x "
-                     f"{m['hidden']} x {mean_tokens:.1f} = {fpt:.4g}")
-        lines.append(f"tokens/s    = {mfu:.3f} MFU x {peak:.3g} FLOP/s x {world} GPUs / {fpt:.4g} = "
-                     f"{tokens_per_second:,.0f} (compute)")
+        fpt = flops_per_token(mean_tokens, shape)
+        lines.append(f"FLOPs/token = 6 x {shape.flop_params:.3g} + 12 x {shape.layers} x "
+                     f"{shape.hidden} x {mean_tokens:.1f} = {fpt:.4g}")
+        if recompute:
+            fpt *= RECOMPUTE
+            lines.append(f"            x 4/3 (activation checkpointing: the forward again in backward) = {fpt:.4g}")
+        rate = mfu * peak * gpus
+        if nodes == 1:
+            tokens_per_second = rate / fpt
+            lines.append(f"tokens/s    = {mfu:.3f} MFU x {peak:.3g} FLOP/s x {gpus} GPUs / {fpt:.4g} = {tokens_per_second:,.0f}")
+            lines.append("comm        = within one node (NVLink): assumed hidden behind compute")
+        else:
+            tokens_per_second, step, comm = _across_nodes(lines, shape, fpt, rate, mfu, peak, gpus, nodes,
+                                                          resolve_sharding(sharding, nodes), node_bandwidth,
+                                                          global_batch * mean_tokens)
     else:
-        lines.append(f"tokens/s    = {tokens_per_second:,.0f} (given, all {world} GPUs)")
-    if nodes > 1:
-        step_tokens = GLOBAL_BATCH * mean_tokens
-        compute = step_tokens / tokens_per_second
-        link = inter_node_gbs * 1e9 / gpus
-        comm = comm_bytes(model, nodes, gpus, sharding) / link
-        lines.append(f"comm/step   = {comm_bytes(model, nodes, gpus, sharding) / 1e9:.2f} GB per GPU ({sharding} "
-                     f"shard, {nodes} nodes) / {link / 1e9:.1f} GB/s ({inter_node_gbs:g} GB/s per node "
-                     f"assumed / {gpus} GPUs) = {comm:.3f} s")
-        step = max(compute, comm)
-        bound = "communication-bound" if comm > compute else "communication hidden behind compute"
-        lines.append(f"step        = max(compute {compute:.3f} s, comm {comm:.3f} s) = {step:.3f} s ({bound})")
-        tokens_per_second = step_tokens / step
+        lines.append(f"tokens/s    = {tokens_per_second:,.0f} (given, all {gpus} GPUs: communication included)")
     hours = tokens / tokens_per_second / 3600
-    gpu_hours = hours * world
+    gpu_hours = hours * gpus
     cost = gpu_hours * price
     lines += [
         f"wall        = {tokens:,.0f} / {tokens_per_second:,.0f} / 3600 = {hours:.2f} h",
-        f"GPU-hours   = {hours:.2f} h x {world} GPUs = {gpu_hours:.1f}",
+        f"GPU-hours   = {hours:.2f} h x {gpus} GPUs = {gpu_hours:.1f}",
         f"cost        = {gpu_hours:.1f} GPU-h x ${price:.2f} = ${cost:.2f}",
     ]
-    return Estimate(tokens, tokens_per_second, hours, gpu_hours, cost, lines)
+    return Estimate(tokens, tokens_per_second, hours, gpu_hours, cost, lines, step, comm)
+
+
+def _across_nodes(lines: list[str], shape: ModelShape, fpt: float, rate: float, mfu: float, peak: float,
+                  gpus: int, nodes: int, sharding: str, bandwidth: float,
+                  step_tokens: float) -> tuple[float, float, float]:
+    """tokens/s from one optimizer step's compute and inter-node traffic, overlapped; adds the lines."""
+    compute = step_tokens * fpt / rate
+    sent, words = comm_bytes_per_node(shape, nodes, sharding)
+    comm = sent / bandwidth
+    step = max(compute, comm)
+    what = ("hybrid: one fp32 all-reduce of each node's gradient shard" if sharding == "hybrid" else
+            "full shard: bf16 all-gather in forward and backward, fp32 reduce-scatter")
+    bound = "compute-bound" if compute >= comm else "COMMUNICATION-BOUND: more nodes will not help"
+    tokens_per_second = step_tokens / step
+    lines += [
+        f"step tokens = {step_tokens:,.0f} (global batch x mean tokens)",
+        f"compute     = {step_tokens:,.0f} x {fpt:.4g} / ({mfu:.3f} MFU x {peak:.3g} FLOP/s x {gpus} GPUs) = {compute:.3f} s/step",
+        f"comm        = {words} / {bandwidth / 1e9:g} GB/s per node = {comm:.3f} s/step ({what})",
+        f"bandwidth   = {bandwidth / 1e9:g} GB/s per node across nodes ("
+        + ("assumed: 8 x 200 Gb/s HDR InfiniBand, a DGX A100's fabric; --node-bandwidth to change it)"
+           if bandwidth == NODE_BANDWIDTH else "given: --node-bandwidth)"),
+        f"step        = max(compute, comm) = {step:.3f} s (overlapped: FSDP2 prefetches and reduces layer "
+        f"by layer while others compute; {bound})",
+        f"tokens/s    = {step_tokens:,.0f} / {step:.3f} = {tokens_per_second:,.0f}",
+    ]
+    return tokens_per_second, step, comm
 
 
 def from_record(record: str, gpu_type: str, mean_tokens: float | None, mfu: float | None,

@@ -1,7 +1,8 @@
-"""Default prices and peak FLOP rates, each with its public source. Override per spec."""
+"""Default prices, peak FLOP rates and GPU memory, each with its public source. Override per spec."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from alpaca_jobs.common.errors import UserError
@@ -80,6 +81,29 @@ def gpu_price(gpu_type: str | None, override: float | None) -> Price:
             f"(known: {', '.join(GPU_PRICES)}); set cost.gpu_hour_usd in the spec"
         )
     return GPU_PRICES[gpu_type]
+
+
+# Memory per GPU in GiB, as nvidia-smi reports memory.total (A100-SXM4-80GB: 81920 MiB;
+# A100 40GB: 40960 MiB; H100 SXM 80GB HBM3: 81559 MiB; H200: 143771 MiB). The memory check
+# before launch (train/memory.py) holds a training layout to it. A gpu_type not listed here
+# that ends in "-<N>gb" is taken to have N GiB.
+GPU_MEMORY_GIB: dict[str, float] = {
+    "a100-40gb": 40960 / 1024,
+    "a100-80gb": 81920 / 1024,
+    "h100-80gb": 81559 / 1024,
+    "h200-141gb": 143771 / 1024,
+}
+
+
+def gpu_memory_gib(gpu_type: str | None) -> float | None:
+    """The memory of one GPU of ``gpu_type``: the table's, else the ``-<N>gb`` in its name,
+    else None (unknown: nothing to check against)."""
+    if not gpu_type:
+        return None
+    if gpu_type in GPU_MEMORY_GIB:
+        return GPU_MEMORY_GIB[gpu_type]
+    m = re.search(r"-(\d+)gb$", gpu_type.lower())
+    return float(m.group(1)) if m else None
 
 
 def peak_flops(device_name: str) -> float | None:

@@ -1,5 +1,6 @@
 """The train section of a job spec: the recipe's hyperparameters, and the checks that need the
-rest of the spec (the batch must divide over the processes). Imports no torch."""
+rest of the spec (the batch must divide over the processes) or its layout (the model must fit
+in the GPUs' memory). Imports no torch."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from alpaca_jobs.common.template import PromptFormat
 
 class TrainConfig(Section):
     base_model: str = Field(description="HF model directory, or preset:tiny-llama / preset:smollm2-135m")
+    model_size: Literal["7b", "13b", "65b"] | None = Field(
+        None, description="the base model's LLaMA size (paper table 2), for the GPU memory check "
+        "before launch where base_model's config.json is not readable from here (train/memory.py)")
     data: str = Field(description="Alpaca JSON/JSONL, or self-instruct seed JSONL")
-    model_shape: Literal["llama-7b", "llama-13b", "llama-65b"] | None = Field(
-        None, description="the base model's shape (LLaMA paper, table 2) for the memory check before "
-        "launch, where its config.json is not readable from where you submit (train/memory.py)")
     max_length: int = Field(512, ge=16, le=131072)
     global_batch_size: int = Field(128, ge=1)
     micro_batch_size: int = Field(
@@ -61,6 +62,13 @@ class TrainConfig(Section):
                 f"train.global_batch_size ({self.global_batch_size}) must be a multiple of "
                 f"train.micro_batch_size ({self.micro_batch_size}) x processes "
                 f"({spec.resources.world_size}) = {per_step}; change micro_batch_size")
+
+    def check_layout(self, spec: Any, layout: Any) -> dict[str, Any]:
+        """Refuse a layout whose GPUs cannot hold the model (train/memory.py); CPU jobs pass."""
+        from alpaca_jobs.train.memory import check
+
+        line = check(spec, layout)
+        return {} if line is None else {"memory_per_gpu": line}
 
     def grad_accum_steps(self, world_size: int) -> int:
         """Micro-batches per optimizer step, derived so the global batch is the same on any size."""

@@ -15,10 +15,8 @@ TEMPLATE_CHARS = 150  # the Alpaca prompt's preamble and section markers, per ex
 
 def preflight(loaded: Any, visible: Visible) -> None:
     from alpaca_jobs.common.presets import check_base_model
-    from alpaca_jobs.train.memory import check_memory
 
     spec = loaded.spec
-    check_memory(loaded)  # a layout that cannot hold the model fails before anything else
     if visible(spec.train.base_model):
         check_base_model(spec.train.base_model)
     if visible(spec.train.data):
