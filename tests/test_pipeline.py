@@ -132,3 +132,80 @@ def test_a_failed_stage_stops_the_chain_with_its_reason_and_a_rerun_goes_on(tmp_
         check_outputs(tmp_path / "runs", "f", t)
     assert "sk-right" not in "".join(f.read_text(errors="replace") for f in (tmp_path / "runs").rglob("*")
                                      if f.is_file() and f.suffix in (".json", ".jsonl", ".out", ".err"))
+
+
+def _teacher_pipeline(tmp: Path, port: int, stage_sets: dict[str, list[str]], teacher_sets: list[str] = ()) -> Path:
+    """A pipeline that starts its own teacher (a serve job on ``port``), CPU core-hours priced
+    at $100 so every bound is dollars; ``stage_sets``: extra overrides per stage."""
+    priced = ["cost.cpu_core_hour_usd=100", f"runs_dir={tmp / 'runs'}"]
+    stages = {
+        "generate": {"spec": str(ROOT / "jobs/generate-local.yaml"), "set": [
+            "generate.api.base_url=${teacher.url}", "generate.api.model=${teacher.model}", *priced]},
+        "train": {"spec": str(ROOT / "jobs/train-local.yaml"), "set": ["train.data=${generate.data}", *priced]},
+        "serve": {"spec": str(ROOT / "jobs/serve-local.yaml"), "set": [
+            "serve.model=${train.model}", f"serve.port={port + 1}", *priced]},
+    }
+    for stage, sets in stage_sets.items():
+        stages[stage]["set"] += sets
+    path = tmp / "pipeline.yaml"
+    path.write_text(yaml.safe_dump({
+        "pipeline": "pipe-budget", "runs_dir": str(tmp / "runs"),
+        "teacher": {"spec": str(ROOT / "jobs/serve-local.yaml"),
+                    "set": [f"serve.port={port}", f"serve.flags_db={tmp}/teacher-flags.sqlite3", *priced,
+                            *teacher_sets]},
+        "stages": stages}, sort_keys=False))
+    return path
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_pipeline_over_budget_is_refused_before_anything_starts(tmp_path):
+    """Every stage (and the teacher) is costed and held to its cost.max_usd before the first
+    starts: a later stage over its cap stops the pipeline with one line naming the stage, its
+    figure and the cap, leaving no run dir, no stage and no teacher behind."""
+    from test_serve import _free_port
+
+    port = _free_port()
+    # train-local: 20 min x 2 cores x $100/core-h = $66.67 at most (its data does not exist yet)
+    path = _teacher_pipeline(tmp_path, port, {"train": ["cost.max_usd=5"]})
+    r = cli("pipeline", str(path), "--run-id", "b", timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stdout + r.stderr
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1, r.stderr
+    assert err[0] == (f"error: {path}: stages.train ({ROOT / 'jobs/train-local.yaml'}): cost.max_usd is $5.00 "
+                      "but this run would cost at most (time limit) $66.67; lower resources.time_limit or "
+                      "the work, raise cost.max_usd, or pass --over-budget")
+    assert not (tmp_path / "runs").exists()  # no pipeline dir, no stage run dir, no teacher run dir
+    assert "submitted" not in r.stdout and "[teacher] serving" not in r.stdout
+    assert not _listening(port)  # no teacher server
+    # The teacher is held to its own spec's cap too (a server: its time limit's worth, 8 h x 2 cores).
+    path = _teacher_pipeline(tmp_path, port, {}, teacher_sets=["cost.max_usd=100"])
+    r = cli("pipeline", str(path), "--run-id", "b", timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith(f"error: {path}: teacher: cost.max_usd is $100.00 but "
+                                                     "this run would cost at most (time limit) $1600.00")
+    assert not (tmp_path / "runs").exists() and not _listening(port)
+
+
+@pytest.mark.integration
+def test_over_budget_lets_a_pipeline_start_and_says_each_stage_cost_first(tmp_path):
+    """--over-budget lifts every stage's cap; the costs are said before the first stage starts.
+    (The generate stage then fails on a wrong key: no more is needed to see it started.)"""
+    with Teacher(n_tasks=8, key="sk-right") as t:
+        path = small_pipeline(tmp_path, t.base_url, extra=["cost.cpu_core_hour_usd=100", "cost.max_usd=1"])
+        env = {"ALPACA_JOBS_TEACHER_KEY": "sk-wrong"}
+        refused = cli("pipeline", str(path), "--run-id", "o", env=env)
+        assert refused.returncode == 2 and ": stages.generate (" in refused.stderr
+        assert not (tmp_path / "runs").exists()
+        r = cli("pipeline", str(path), "--run-id", "o", "--over-budget", env=env)
+    assert r.returncode == 2 and "Traceback" not in r.stdout + r.stderr
+    out = r.stdout.splitlines()
+    costs = [i for i, ln in enumerate(out) if " cost: at most $" in ln]
+    assert [out[i].split("]")[0] for i in costs] == ["[generate", "[train", "[evaluate"]
+    started = next(i for i, ln in enumerate(out) if ln.startswith("[generate] submitted o-generate"))
+    assert max(costs) < started
+    assert "[generate] ended FAILED" in r.stdout and "HTTP 401" in r.stdout

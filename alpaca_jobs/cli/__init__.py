@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from alpaca_jobs.backends import CLUSTERS, RENDERS_PLAIN
+from alpaca_jobs.cli.here import load_kind, over_budget_option, run_here
 from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.common.presets import PRESETS
 
@@ -62,6 +63,7 @@ def _cluster_option(f):
 def submit(spec: str, cluster: str, overrides: tuple[str, ...], sweep: str | None, dry_run: bool,
            run_id: str | None, wait: bool | None, over_budget: bool) -> None:
     """Validate SPEC, then submit it (or print it with --dry-run)."""
+    from alpaca_jobs import submission
     from alpaca_jobs.backends import get_backend
     from alpaca_jobs.backends.base import new_run_id
     from alpaca_jobs.spec import load_spec
@@ -71,30 +73,23 @@ def submit(spec: str, cluster: str, overrides: tuple[str, ...], sweep: str | Non
     backend = get_backend(cluster)
     base_id = run_id or new_run_id(specs[0].spec.name)
     ids = [base_id] if len(specs) == 1 else [f"{base_id}-{i}" for i in range(len(specs))]
-    subs = [backend.render(loaded, rid) for loaded, rid in zip(specs, ids, strict=True)]
-    for loaded in specs:  # a malformed data file fails a dry run too; a submission checks more
-        if dry_run:
-            backend.check_inputs(loaded)
-        else:
-            backend.preflight(loaded)
-    forecasts = _forecasts(specs, subs, over_budget)
+    runs = [submission.Run(loaded, rid) for loaded, rid in zip(specs, ids, strict=True)]
+    planned = submission.plan(backend, runs, submission.Options(dry_run=dry_run, over_budget=over_budget))
+    for p in planned:  # dry run: on stderr, as stdout is exactly the submission
+        for line in ([f"{p.run.run_id}:"] if len(runs) > 1 else []) + p.forecast.lines():
+            click.echo(line, err=dry_run)
     if dry_run:
-        for line in forecasts:  # stderr: stdout is exactly the submission
-            click.echo(line, err=True)
         shown = spec.replace("\r", "\\r").replace("\n", "\\n")  # the comment stays one line
         click.echo(f"# dry run: {cluster} submission of {shown} (nothing submitted)")
-        for sub, v in zip(subs, variants, strict=True):
-            if len(subs) > 1:
-                click.echo(f"# --- {sub.run_id}: {' '.join(v[len(overrides):])}")
-            click.echo(sub.text, nl=False)
+        for p, v in zip(planned, variants, strict=True):
+            if len(runs) > 1:
+                click.echo(f"# --- {p.run.run_id}: {' '.join(v[len(overrides):])}")
+            click.echo(p.submission.text, nl=False)
         return
-    for line in forecasts:
-        click.echo(line)
-    resuming = [(sub.run_dir / "checkpoints" / "latest").is_file() for sub in subs]
-    handles = backend.submit_many(subs)
-    for handle, res in zip(handles, resuming, strict=True):
+    handles = submission.send(backend, planned)
+    for handle, p in zip(handles, planned, strict=True):
         click.echo(f"submitted {handle.run_id} to {cluster} (job {handle.job_id})"
-                   + ("; resuming from its last checkpoint" if res else ""))
+                   + ("; resuming from its last checkpoint" if p.resuming else ""))
         click.echo(f"  run dir: {handle.run_dir}")
     runs_dir = Path(handles[0].run_dir).parent
     click.echo(f"  follow:  alpaca-jobs status|logs|cancel {handles[0].run_id} --runs-dir {runs_dir}")
@@ -104,19 +99,6 @@ def submit(spec: str, cluster: str, overrides: tuple[str, ...], sweep: str | Non
         wait = False  # a server runs until cancelled: do not block on it by default
     if len(handles) == 1 and (wait if wait is not None else backend.capabilities.attached):
         _follow(backend, handles[0])
-
-
-def _forecasts(specs, subs, over_budget: bool) -> list[str]:
-    """The cost of each run before launch (refused over cost.max_usd unless ``over_budget``)."""
-    from alpaca_jobs.ops.forecast import check_budget, forecast, ledger_records
-
-    records = ledger_records(Path(subs[0].run_dir).parent)
-    lines = []
-    for loaded, sub in zip(specs, subs, strict=True):
-        fc = forecast(loaded, records)
-        check_budget(loaded, fc, over_budget)
-        lines += ([f"{sub.run_id}:"] if len(subs) > 1 else []) + fc.lines()
-    return lines
 
 
 def _sweep(overrides: tuple[str, ...], sweep: str | None) -> list[list[str]]:
@@ -278,36 +260,21 @@ def serve(spec_path: str | None, overrides: tuple[str, ...], model: str | None, 
     uvicorn.run(create_app(state), host=cfg.host, port=cfg.port, log_level="info", access_log=False)
 
 
-def _run_here(spec_path: str, overrides: tuple[str, ...], run_id: str | None, job: str) -> dict:
-    """Run a batch job in this process (no scheduler): same payload, same run directory,
-    same run record as a submitted job. The same --run-id resumes."""
-    from alpaca_jobs import runtime
-    from alpaca_jobs.backends.base import new_run_id
-    from alpaca_jobs.common import kinds
-    from alpaca_jobs.job import Payload
-    from alpaca_jobs.spec import load_spec
-
-    loaded = load_spec(spec_path, overrides)
-    if loaded.spec.job != job:
-        raise UserError(f"{spec_path}: job is {loaded.spec.job!r}; this command runs {job} specs")
-    kinds.preflight(loaded)
-    rid = run_id or new_run_id(loaded.spec.name)
-    run_dir = (Path(loaded.spec.runs_dir) / rid).resolve()
-    click.echo(f"run {rid}: {run_dir}", err=True)
-    return runtime.run_payload(Payload.build(loaded, rid, "here", run_dir).to_dict())
-
-
 @main.command()
 @click.argument("spec_path", metavar="SPEC", default="jobs/generate-local.yaml",
                 type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="FIELD=VALUE",
               help="override one spec field, e.g. --set generate.num_instructions=50")
 @click.option("--run-id", callback=_check_run_id, help="reuse a run id: resumes from its raw-response log")
-def generate(spec_path: str, overrides: tuple[str, ...], run_id: str | None) -> None:
+@over_budget_option
+def generate(spec_path: str, overrides: tuple[str, ...], run_id: str | None, over_budget: bool) -> None:
     """Generate self-instruct training data here (SPEC default: jobs/generate-local.yaml)."""
+    from alpaca_jobs.backends.base import new_run_id
     from alpaca_jobs.ops.present import format_report
 
-    rec = _run_here(spec_path, overrides, run_id, "generate")
+    loaded = load_kind(spec_path, overrides, "generate")
+    rid = run_id or new_run_id(loaded.spec.name)
+    rec = run_here(loaded, (Path(loaded.spec.runs_dir) / rid).resolve(), over_budget)
     click.echo(format_report(rec))
 
 
@@ -320,7 +287,9 @@ def generate(spec_path: str, overrides: tuple[str, ...], run_id: str | None) -> 
               help="follow to the end (Slurm: --no-wait submits the dependent jobs and returns)")
 @click.option("--keep-serving/--stop-serving", default=None,
               help="leave the serve stage running at the end (default: only on clusters)")
-def pipeline(spec_path: str, cluster: str, run_id: str | None, wait: bool, keep_serving: bool | None) -> None:
+@click.option("--over-budget", is_flag=True, help="start stages even if their estimate exceeds cost.max_usd")
+def pipeline(spec_path: str, cluster: str, run_id: str | None, wait: bool, keep_serving: bool | None,
+             over_budget: bool) -> None:
     """Run the whole recipe: generate -> train -> serve -> evaluate, and print one summary."""
     import json
 
@@ -329,7 +298,7 @@ def pipeline(spec_path: str, cluster: str, run_id: str | None, wait: bool, keep_
     from alpaca_jobs.pipeline.summary import collect, format_summary
 
     pipe = run_pipeline(spec_path, cluster, run_id, wait, echo=click.echo, keep_serving=keep_serving,
-                        screen=Follower)
+                        screen=Follower, over_budget=over_budget)
     summary = collect(pipe.dir)
     (pipe.dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     click.echo("")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from alpaca_jobs.cli.here import over_budget_option, run_here
 from alpaca_jobs.common.errors import UserError
 
 
@@ -26,13 +27,11 @@ from alpaca_jobs.common.errors import UserError
 @click.option("--max-instructions", type=click.IntRange(1), help="evaluate only the first N items")
 @click.option("--run-dir", type=click.Path(file_okay=False),
               help="where results go; an earlier evaluation's dir resumes it (default: a new run)")
+@over_budget_option
 def evaluate_command(spec: str, overrides: tuple[str, ...], instructions: str | None,
-                     max_instructions: int | None, run_dir: str | None) -> None:
+                     max_instructions: int | None, run_dir: str | None, over_budget: bool) -> None:
     """Compare two systems on an instruction set, here and now; print the report."""
-    from alpaca_jobs import runtime
     from alpaca_jobs.backends.base import new_run_id
-    from alpaca_jobs.common import kinds
-    from alpaca_jobs.job import Payload
     from alpaca_jobs.spec import load_spec
 
     extra = [*overrides]
@@ -43,10 +42,9 @@ def evaluate_command(spec: str, overrides: tuple[str, ...], instructions: str | 
     loaded = load_spec(spec, extra)
     if loaded.spec.job != "evaluate":
         raise UserError(f"{spec} is a {loaded.spec.job} job; give an evaluate spec (jobs/evaluate-local.yaml)")
-    kinds.preflight(loaded)
     path = Path(run_dir) if run_dir else Path(loaded.spec.runs_dir) / new_run_id(loaded.spec.name)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    rec = runtime.run_payload(Payload.build(loaded, path.name, "in-process", path).to_dict())
+    rec = run_here(loaded, path.resolve(), over_budget)
     _print(path, rec)
 
 

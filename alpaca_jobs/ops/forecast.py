@@ -84,10 +84,12 @@ def ledger_records(runs_dir: Path) -> list[dict[str, Any]]:
         return []
 
 
-def check_budget(loaded: Any, fc: Forecast, over_budget: bool) -> None:
+def check_budget(loaded: Any, fc: Forecast, over_budget: bool, where: str | None = None) -> None:
+    """Refuse a run whose estimate is above its ``cost.max_usd`` (unless ``over_budget``);
+    ``where`` names it in the error (default: its spec file)."""
     cap = loaded.spec.cost.max_usd
     if cap is not None and fc.estimate_usd > cap and not over_budget:
         what = "expected" if fc.expected_usd is not None else "at most (time limit)"
-        raise UserError(f"{loaded.path}: cost.max_usd is ${cap:.2f} but this run would cost {what} "
+        raise UserError(f"{where or loaded.path}: cost.max_usd is ${cap:.2f} but this run would cost {what} "
                         f"${fc.estimate_usd:.2f}; lower resources.time_limit or the work, raise "
                         "cost.max_usd, or pass --over-budget")

@@ -5,6 +5,10 @@ followed, cancelled or re-run alone with the usual commands. A re-run of the pip
 the same id skips stages that completed and resumes the others (generation from its raw-reply
 log, training from its last checkpoint, evaluation from its saved outputs and judgments).
 
+Cost: before anything starts, every stage that will run (and the teacher it starts) is costed
+and held to its spec's ``cost.max_usd`` (``--over-budget`` lifts that); each is then submitted
+through ``alpaca_jobs.submission`` like any run, so it is checked again with what it reads.
+
 Ordering: on Slurm the stages are submitted at once as dependent jobs (``afterok``: a stage
 starts only when the one before it succeeded; a failure cancels the rest). Elsewhere this
 process submits each stage once the one before it completed (``--no-wait`` is Slurm-only).
@@ -20,13 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alpaca_jobs import submission
 from alpaca_jobs.backends import get_backend
 from alpaca_jobs.backends.base import JobHandle
 from alpaca_jobs.backends.states import State, is_active
 from alpaca_jobs.common import kinds
 from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.ops.record import load_record
-from alpaca_jobs.pipeline.spec import PipelineSpec, load_pipeline, resolve
+from alpaca_jobs.pipeline.spec import load_pipeline, resolve
 from alpaca_jobs.spec import load_spec
 
 PIPELINE_FILE = "pipeline.json"
@@ -65,12 +70,15 @@ class Pipeline:
 
 
 def run_pipeline(spec_path: str, cluster: str, pipeline_id: str | None, wait: bool,
-                 echo=print, keep_serving: bool | None = None, screen: Callable[[Path], Any] | None = None) -> Pipeline:
+                 echo=print, keep_serving: bool | None = None, screen: Callable[[Path], Any] | None = None,
+                 over_budget: bool = False) -> Pipeline:
     """Run (or resume) the pipeline. Servers keep running on clusters (they are the product);
     on a backend attached to this session they are stopped after the summary unless
     ``keep_serving``. ``screen``: run dir -> what draws a followed stage's progress (the CLI's
-    terminal follower; ``enabled``, ``feed(text)``, ``close()``); none: state lines only."""
-    return _Run(spec_path, cluster, pipeline_id, wait, echo, keep_serving, screen or _NoScreen).go()
+    terminal follower; ``enabled``, ``feed(text)``, ``close()``); none: state lines only.
+    ``over_budget``: start stages whose estimate is above their ``cost.max_usd``."""
+    return _Run(spec_path, cluster, pipeline_id, wait, echo, keep_serving, screen or _NoScreen,
+                over_budget).go()
 
 
 class _NoScreen:
@@ -88,7 +96,7 @@ class _NoScreen:
 
 class _Run:
     def __init__(self, spec_path: str, cluster: str, pipeline_id: str | None, wait: bool, echo,
-                 keep_serving: bool | None, screen: Callable[[Path], Any]) -> None:
+                 keep_serving: bool | None, screen: Callable[[Path], Any], over_budget: bool) -> None:
         from alpaca_jobs.backends.base import new_run_id
 
         self.pspec = load_pipeline(spec_path)
@@ -99,6 +107,8 @@ class _Run:
         self.caps = self.backend.capabilities
         self.base = Path(spec_path).parent
         self.wait, self.echo, self.screen = wait, echo, screen
+        self.options = submission.Options(over_budget=over_budget)
+        self.forecasts: dict[str, Any] = {}  # stage -> its forecast before anything started
         self.keep_serving = not self.caps.attached if keep_serving is None else keep_serving
         self.teacher_jobs: list[tuple[Any, JobHandle]] = []  # the teacher: always stopped at the end
         self.started: list[tuple[Any, JobHandle]] = []  # servers: stopped unless keep_serving
@@ -108,9 +118,10 @@ class _Run:
 
     def go(self) -> Pipeline:
         pipe, previous = self.pipe, None
+        self._cost_all()  # a refusal leaves nothing behind: no run dir, no stage, no teacher
         try:
             if self.pspec.teacher is not None:
-                _teacher(self.pspec, pipe, self.backend, self.base, pipe.cluster, self.echo, self.teacher_jobs)
+                self._teacher()
             for stage in self.pspec.order:
                 self._stage(stage)
             previous = self.previous
@@ -134,18 +145,58 @@ class _Run:
                 run.status = _state_of(run) if run.job_id else run.status
             pipe.save()
 
-    def _stage(self, stage: str) -> None:
-        pipe, previous, spec_path = self.pipe, self.previous, self.pipe.spec_path
-        st = self.pspec.stages[stage]
-        loaded = load_spec(self.base / st.spec, resolve(st.set, pipe.values, f"{spec_path}: stages.{stage}"))
+    def _cost_all(self) -> None:
+        """Every stage that will run, and the teacher, costed and held to its ``cost.max_usd``
+        before any starts. What only a running server tells (``${teacher.url}``,
+        ``${serve.model}``...) is not known yet: stand-ins fill those placeholders (a URL or a
+        model name changes no cost); a stage's outputs are paths, known from its run dir."""
+        values, runs, pipe = dict(self.pipe.values), [], self.pipe
+        t = self.pspec.teacher
+        if t is not None and t.spec:
+            if not self.caps.reachable:
+                raise UserError(f"{pipe.spec_path}: teacher.spec starts a server this process must reach, "
+                                f"which the {pipe.cluster} backend cannot promise; give teacher.url (an "
+                                "endpoint) instead")
+            runs.append(submission.Run(load_spec(self.base / t.spec, t.set), f"{self.pid}-teacher",
+                                       f"{pipe.spec_path}: teacher"))
+            values.update(_pending("teacher"))
+        elif t is not None:
+            values.update({"teacher.url": t.url, "teacher.model": t.model})
+        for stage in self.pspec.order:
+            loaded, rid, kind = self._load(stage, values), f"{self.pid}-{stage}", kinds.get(stage)
+            run_dir = self.backend.render(loaded, rid).run_dir
+            values.update(_outputs(stage, run_dir))
+            if kind.long_running:
+                values.update(_pending(stage))
+            elif _finished(run_dir):
+                continue  # reused, not run again: it costs nothing more
+            runs.append(submission.Run(loaded, rid, self._label(stage, loaded)))
+        for p in submission.cost(self.backend, runs, self.options):
+            stage = p.run.run_id.removeprefix(f"{self.pid}-")
+            self.forecasts[stage] = p.forecast
+            for line in p.forecast.lines():
+                self.echo(f"[{stage}] {line.strip()}")
+
+    def _label(self, stage: str, loaded) -> str:
+        """How a refusal names a stage: the pipeline file, the stage, its spec file."""
+        return f"{self.pipe.spec_path}: stages.{stage} ({loaded.path})"
+
+    def _load(self, stage: str, values: dict[str, str]):
+        st, spec_path = self.pspec.stages[stage], self.pipe.spec_path
+        loaded = load_spec(self.base / st.spec, resolve(st.set, values, f"{spec_path}: stages.{stage}"))
         if loaded.spec.job != stage:
             raise UserError(f"{spec_path}: stages.{stage}.spec is a {loaded.spec.job} job")
+        return loaded
+
+    def _stage(self, stage: str) -> None:
+        pipe, previous = self.pipe, self.previous
+        loaded = self._load(stage, pipe.values)
         rid, kind = f"{self.pid}-{stage}", kinds.get(stage)
         # With dependencies the scheduler holds this stage until the previous one completes.
         after = [previous.job_id] if previous is not None and self.caps.dependencies else None
         sub = self.backend.render(loaded, rid, after=after)
         run = pipe.stages[stage] = StageRun(stage, rid, str(sub.run_dir), pipe.cluster)
-        _publish_values(pipe, stage, sub.run_dir)
+        pipe.values.update(_outputs(stage, sub.run_dir))
         if _finished(sub.run_dir) and not kind.long_running:
             run.status, run.reused = "COMPLETED", True
             self.echo(f"[{stage}] {rid}: completed before; reusing its outputs")
@@ -169,11 +220,37 @@ class _Run:
         if handle is not None:  # submitted by an earlier run of this pipeline: follow it
             self.echo(f"[{stage}] {sub.run_id} is already queued or running (job {handle.job_id}); following it")
             return handle
-        self.backend.preflight(loaded)
-        handle = self.backend.submit(sub)
+        handle = self._send(stage, loaded, sub.run_id, self._label(stage, loaded), after)
         self.echo(f"[{stage}] submitted {sub.run_id} to {self.pipe.cluster} (job {handle.job_id})"
                   + (f" after job {after[0]}" if after else ""))
         return handle
+
+    def _send(self, stage: str, loaded, run_id: str, label: str, after: list[str] | None = None) -> JobHandle:
+        """Through the submit service: preflight, cost and budget (again, now that its inputs
+        exist: a new figure is said), submit."""
+        options = submission.Options(over_budget=self.options.over_budget, after=tuple(after or ()))
+        result = submission.submit(self.backend, [submission.Run(loaded, run_id, label)], options)
+        fc = result.planned[0].forecast
+        if fc != self.forecasts.get(stage):
+            for line in fc.lines():
+                self.echo(f"[{stage}] {line.strip()}")
+        return result.handles[0]
+
+    def _teacher(self) -> None:
+        pipe, t = self.pipe, self.pspec.teacher
+        if t.url:
+            pipe.values["teacher.url"], pipe.values["teacher.model"] = t.url, t.model
+            return
+        loaded = load_spec(self.base / t.spec, t.set)
+        handle = self._send("teacher", loaded, f"{pipe.id}-teacher", f"{pipe.spec_path}: teacher")
+        self.echo(f"[teacher] serving {loaded.spec.serve.model or 'SmolLM2-135M-Instruct'} as the teacher "
+                  f"(run {handle.run_id})")
+        self.teacher_jobs.append((self.backend, handle))
+        url = _wait_ready(self.backend, handle, loaded, self.echo)
+        pipe.values["teacher.url"], pipe.values["teacher.model"] = url, _served_model(url)
+        pipe.stages["teacher"] = StageRun("teacher", handle.run_id, handle.run_dir, pipe.cluster, handle.job_id,
+                                          "RUNNING", url=url)
+        pipe.save()
 
     def _serving(self, stage: str, kind, run: StageRun, handle: JobHandle, loaded) -> None:
         """A server: nothing waits on its end. Where it can be reached from here, its URL and
@@ -191,31 +268,15 @@ class _Run:
             self.echo(f"[{stage}] {name} check: {json.dumps(pipe.checks[name])}")
 
 
-def _teacher(pspec: PipelineSpec, pipe: Pipeline, backend, base: Path, cluster: str, echo, started) -> None:
-    t = pspec.teacher
-    if t.url:
-        pipe.values["teacher.url"], pipe.values["teacher.model"] = t.url, t.model
-        return
-    if not backend.capabilities.reachable:
-        raise UserError(f"{pipe.spec_path}: teacher.spec starts a server this process must reach, "
-                        f"which the {cluster} backend cannot promise; give teacher.url (an endpoint) instead")
-    loaded = load_spec(base / t.spec, t.set)
-    handle = backend.submit(backend.render(loaded, f"{pipe.id}-teacher"))
-    echo(f"[teacher] serving {loaded.spec.serve.model or 'SmolLM2-135M-Instruct'} as the teacher "
-         f"(run {handle.run_id})")
-    started.append((backend, handle))
-    url = _wait_ready(backend, handle, loaded, echo)
-    pipe.values["teacher.url"], pipe.values["teacher.model"] = url, _served_model(url)
-    pipe.stages["teacher"] = StageRun("teacher", handle.run_id, handle.run_dir, cluster, handle.job_id,
-                                      "RUNNING", url=url)
-    pipe.save()
-
-
-def _publish_values(pipe: Pipeline, stage: str, run_dir: Path) -> None:
+def _outputs(stage: str, run_dir: Path) -> dict[str, str]:
     """What a stage leaves behind (its kind's ``outputs``), for the stages after it."""
     outputs = kinds.get(stage).outputs
-    if outputs is not None:
-        pipe.values.update(outputs(Path(run_dir)))
+    return {} if outputs is None else outputs(Path(run_dir))
+
+
+def _pending(server: str) -> dict[str, str]:
+    """Stand-ins for what a server tells once it is up, to cost the stages that use it."""
+    return {f"{server}.url": f"http://pending.invalid/{server}", f"{server}.model": f"pending-{server}"}
 
 
 def _still_active(backend, run_dir: Path) -> JobHandle | None:
