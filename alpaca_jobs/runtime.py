@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alpaca_jobs.common import failures, kinds
 from alpaca_jobs.common.errors import UserError
@@ -30,17 +30,20 @@ from alpaca_jobs.common.signals import StopFlag
 from alpaca_jobs.job import Job, Outcome, Payload
 from alpaca_jobs.launch import Launch
 
+if TYPE_CHECKING:
+    from alpaca_jobs.ops.record import RunRecord
+
 log = logging.getLogger(__name__)
 NOISY = ("accelerate", "transformers", "torch.distributed", "httpx", "openai")
 
 
-def run_payload(payload: dict[str, Any]) -> dict[str, Any] | None:
+def run_payload(payload: dict[str, Any]) -> RunRecord | None:
     """submitit's entry point for every kind: the payload as plain data."""
     p = Payload.from_dict(payload)
     return run_job(p, kinds.resolve(kinds.get(p.kind).body))
 
 
-def run_job(payload: Payload, body: Callable[[Job], Outcome | None]) -> dict[str, Any] | None:
+def run_job(payload: Payload, body: Callable[[Job], Outcome | None]) -> RunRecord | None:
     """Run ``body`` as a job: returns the published record on rank 0, None elsewhere."""
     kind = kinds.get(payload.kind)
     _environment(payload, kind)
@@ -120,13 +123,11 @@ class LivePusher:
         return pusher
 
     def _loop(self) -> None:
-        from dataclasses import asdict
-
         from alpaca_jobs.ops.metrics import publish
 
         while True:
             try:
-                publish(asdict(self.job.record("running", **self.job.partial)))
+                publish(self.job.record("running", **self.job.partial))
             except Exception as exc:  # noqa: BLE001 - live metrics are best effort
                 log.warning("could not publish the running metrics: %s", exc)
             if self.done.wait(self.interval):
@@ -149,7 +150,7 @@ def _metrics_interval() -> float:
     return max(value, 0.0)
 
 
-def _publish(job: Job, outcome: Outcome) -> dict[str, Any] | None:
+def _publish(job: Job, outcome: Outcome) -> RunRecord | None:
     if job.rank != 0:
         return None
     from alpaca_jobs.ops.sinks import publish_record

@@ -15,22 +15,28 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from alpaca_jobs.backends.base import Backend, JobHandle, Submission
 from alpaca_jobs.ops.forecast import Forecast, check_budget, forecast, ledger_records
 from alpaca_jobs.spec import LoadedSpec
+
+if TYPE_CHECKING:
+    from alpaca_jobs.ops.record import RunRecord
 
 IN_PROCESS = "in-process"  # the backend a run records when it ran in the command's own process
 
 
 @dataclass(frozen=True)
 class Run:
-    """One run to launch: its spec and id, and how a refusal names it (default: its spec file)."""
+    """One run to launch: its spec and id, and how a refusal names it (default: its spec file).
+    ``waiting_on`` says which of its inputs earlier runs have still to make (a pipeline's later
+    stages): its cost is then bounded by its time limit, with no expected figure yet."""
 
     loaded: LoadedSpec
     run_id: str
     label: str = ""
+    waiting_on: str = ""
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,7 @@ def cost(backend: Backend, runs: Sequence[Run], options: Options = Options()) ->
 
 
 def run_here(loaded: LoadedSpec, run_dir: Path, over_budget: bool = False,
-             on_forecast: Callable[[Forecast], None] = lambda fc: None) -> dict[str, Any] | None:
+             on_forecast: Callable[[Forecast], None] = lambda fc: None) -> RunRecord | None:
     """Run a job in this process (no scheduler): the same checks and budget as a submission
     (``on_forecast`` hears the cost before the job starts), the same payload, run directory and
     run record; the same run dir resumes. Returns the run record once the job has ended."""
@@ -102,7 +108,7 @@ def _render(backend: Backend, runs: Sequence[Run], options: Options) -> list[Sub
 
 
 def _costed(runs: Sequence[Run], subs: list[Submission], options: Options) -> list[Planned]:
-    ledgers: dict[Path, list[dict[str, Any]]] = {}  # the ledger of each runs dir, read once
+    ledgers: dict[Path, list[RunRecord]] = {}  # the ledger of each runs dir, read once
     planned = []
     for run, sub in zip(runs, subs, strict=True):
         runs_dir = Path(sub.run_dir).parent
@@ -113,7 +119,7 @@ def _costed(runs: Sequence[Run], subs: list[Submission], options: Options) -> li
     return planned
 
 
-def _cost_one(run: Run, records: list[dict[str, Any]], over_budget: bool) -> Forecast:
-    fc = forecast(run.loaded, records)
+def _cost_one(run: Run, records: list[RunRecord], over_budget: bool) -> Forecast:
+    fc = forecast(run.loaded, records, run.waiting_on)
     check_budget(run.loaded, fc, over_budget, where=run.label or None)
     return fc

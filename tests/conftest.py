@@ -73,6 +73,19 @@ def awkward_spec(where: Path, job: str = "train", spec: str = "jobs/train-local.
     return path
 
 
+def run_record(**fields):
+    """A complete run record (a CPU training run on the local backend, as build_record writes
+    one), with ``fields`` set: for tests that read records back or print them."""
+    from alpaca_jobs.ops.record import RunRecord
+
+    base = dict(run_id="r", job="train", backend="local", status="completed", nodes=1, gpus_per_node=0,
+                gpu_type=None, processes=1, attempts=1, wall_seconds=60.0, gpu_seconds=0.0, gpu_hours=0.0,
+                cpu_seconds=60.0, cpu_hours=60 / 3600, price_per_gpu_hour_usd=0.0, price_source="test",
+                cpu_core_hour_usd=0.0, cost_usd=0.0, target_usd=100.0, target_met=True,
+                started_at="2026-12-06T00:00:00Z", finished_at="2026-12-06T00:01:00Z")
+    return RunRecord(**{**base, **fields})
+
+
 def cli(*args: str, cwd: Path = ROOT, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real `alpaca-jobs` CLI in a subprocess."""
     return subprocess.run(

@@ -10,7 +10,7 @@ from alpaca_jobs.ops.estimate import estimate
 from alpaca_jobs.ops.present import format_report
 from alpaca_jobs.ops.record import Usage, cost_fields
 from alpaca_jobs.ops.usage import read_usage
-from tests.conftest import ROOT, cli
+from tests.conftest import ROOT, cli, run_record
 
 
 def test_help_is_fast_and_imports_no_heavy_library():
@@ -112,7 +112,7 @@ def test_usage_sums_attempts_and_takes_the_slowest_process(tmp_path):
 
 
 def test_report_formats_a_record():
-    rec = dict(run_id="r", job="train", backend="local", status="completed", nodes=1, gpus_per_node=8,
+    rec = run_record(run_id="r", job="train", backend="local", status="completed", nodes=1, gpus_per_node=8,
                gpu_type="a100-80gb", processes=8, device="cuda:0", attempts=1, wall_seconds=10800,
                gpu_hours=24, cpu_hours=1, price_per_gpu_hour_usd=3.43, price_source="src", cost_usd=82.32,
                target_usd=100, target_met=True, steps=1, total_steps=1, first_loss=1.5, final_loss=1.0,
@@ -137,11 +137,22 @@ def test_cost_estimate_cli_shows_its_formula(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "FLOPs/token = 6 x" in proc.stdout and "GPU-hours   =" in proc.stdout and "target $100.00" in proc.stdout
     rec = tmp_path / "run.json"
-    rec.write_text(json.dumps({"mfu": None, "data": {"kept": 2, "prompt_tokens": 100, "target_tokens": 100}}))
+    rec.write_text(run_record(mfu=None, data={"kept": 2, "prompt_tokens": 100, "target_tokens": 100}).to_json())
     proc = cli("cost", "estimate", "--record", str(rec))
     assert proc.returncode == 2 and "no MFU in this record" in proc.stderr
     proc = cli("cost", "estimate", "--record", str(rec), "--tokens-per-second", "5000")
     assert proc.returncode == 0 and "x 100.0 tokens" in proc.stdout
+    # A file that is not a run record: one line naming it and the field, no traceback.
+    for text, needle in (('{"mfu": 0.4}', "run_id: required field is missing"),
+                         (run_record().to_json().replace('"nodes": 1', '"nodes": "two"'), "nodes: Input should be"),
+                         ("[1, 2]", "not a run record"), ("{not json", "not JSON")):
+        rec.write_text(text)
+        proc = cli("cost", "estimate", "--record", str(rec))
+        assert proc.returncode == 2 and f"{rec}: " in proc.stderr and needle in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    rec.write_bytes(b"\xff\xfe{")
+    proc = cli("cost", "estimate", "--record", str(rec))
+    assert proc.returncode == 2 and "cannot read it" in proc.stderr and "Traceback" not in proc.stderr
     t = time.perf_counter()
     assert cli("cost", "estimate", "--gpu-type", "tpu", "--mfu", "0.3").returncode == 2
     for bad in (["--mfu", "1.5"], ["--mfu", "-1"], ["--mfu", "0.4", "--gpus", "0"]):
@@ -153,9 +164,9 @@ def test_cost_estimate_cli_shows_its_formula(tmp_path):
 def test_cost_estimate_carries_a_measured_mfu_across_gpus(tmp_path):
     """An H200 run's steady-state MFU projects the A100 node at the same share of its peak."""
     rec = tmp_path / "run.json"
-    rec.write_text(json.dumps({"mfu": 0.05, "device": "cuda:0",
-                               "results": {"mfu_after_warmup": 0.5, "device_name": "NVIDIA H200"},
-                               "data": {"kept": 2, "prompt_tokens": 100, "target_tokens": 100}}))
+    rec.write_text(run_record(mfu=0.05, device="cuda:0",
+                              results={"mfu_after_warmup": 0.5, "device_name": "NVIDIA H200"},
+                              data={"kept": 2, "prompt_tokens": 100, "target_tokens": 100}).to_json())
     proc = cli("cost", "estimate", "--record", str(rec))
     assert proc.returncode == 0, proc.stderr
     assert "MFU 0.500 measured on NVIDIA H200 (after warm-up" in proc.stdout

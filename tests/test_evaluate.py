@@ -417,9 +417,9 @@ def test_cancelled_job_resumes_without_asking_twice(server, tmp_path):
         del os.environ["EVAL_TEST_KEY"]
     rows = read_jsonl(run_dir / "outputs.jsonl")
     assert len(rows) == 6 == len({(r["item"], r["system"]) for r in rows})  # nothing fetched twice
-    assert rows[:len(first)] == first and rec["status"] == "completed"
-    assert rec["api"]["this_attempt"]["requests"] == 6 - len(first) and rec["api"]["requests"] == 6
-    assert rec["attempts"] == 2  # both attempts bill their compute time, as their API spend
+    assert rows[:len(first)] == first and rec.status == "completed"
+    assert rec.api["this_attempt"]["requests"] == 6 - len(first) and rec.api["requests"] == 6
+    assert rec.attempts == 2  # both attempts bill their compute time, as their API spend
 
 
 @pytest.mark.integration

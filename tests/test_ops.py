@@ -18,6 +18,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -26,8 +27,10 @@ from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
 from alpaca_jobs.cli.costs import report_command
+from alpaca_jobs.common import kinds
 from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.ops import ledger, metrics, report, sinks
+from alpaca_jobs.ops.record import RunRecord
 from tests.conftest import ROOT
 
 DASHBOARD = ROOT / "dashboards/grafana/alpaca-jobs.json"
@@ -38,21 +41,24 @@ GPU_HOURS_BY_STAGE = "GPU-hours by stage"
 def make_record(run_id: str, job: str, backend: str, *, gpus: int = 0, hours: float = 0.0,
                 price: float = 0.0, api: float = 0.0, target: float | None = None,
                 status: str = "completed", gpu_type: str | None = None,
-                started: str = "2026-11-01T00:00:00Z") -> dict:
-    """A run record as records.build_record writes it (the fields the ops code reads)."""
+                started: str = "2026-11-01T00:00:00Z") -> RunRecord:
+    """A run record as records.build_record writes it (the target: the kind's default unless
+    ``target`` is given, as build_record does)."""
     gpu_seconds = hours * 3600 * gpus
     cost = gpu_seconds / 3600 * price
-    return {
-        "run_id": run_id, "job": job, "backend": backend, "status": status, "nodes": 1,
-        "gpus_per_node": gpus, "gpu_type": gpu_type if gpus else None, "processes": max(gpus, 1),
-        "attempts": 1, "wall_seconds": hours * 3600, "gpu_seconds": gpu_seconds,
-        "gpu_hours": gpu_seconds / 3600, "cpu_seconds": 60.0, "cpu_hours": 60 / 3600,
-        "price_per_gpu_hour_usd": price, "price_source": "test", "cpu_core_hour_usd": 0.0,
-        "cost_usd": cost, "target_usd": target, "target_met": None if target is None else cost <= target,
-        "tokens_trained": 1000 if job == "train" else 0, "api_cost_usd": api,
-        "api": {"cost_usd": api} if api else None, "error": "boom" if status == "failed" else None,
-        "started_at": started, "finished_at": started.replace("T00", "T03"),
-    }
+    if target is None:
+        target = kinds.get(job).default_target_usd
+    return RunRecord(
+        run_id=run_id, job=job, backend=backend, status=status, nodes=1,
+        gpus_per_node=gpus, gpu_type=gpu_type if gpus else None, processes=max(gpus, 1),
+        attempts=1, wall_seconds=hours * 3600, gpu_seconds=gpu_seconds,
+        gpu_hours=gpu_seconds / 3600, cpu_seconds=60.0, cpu_hours=60 / 3600,
+        price_per_gpu_hour_usd=price, price_source="test", cpu_core_hour_usd=0.0,
+        cost_usd=cost, target_usd=target, target_met=None if target is None else cost <= target,
+        tokens_trained=1000 if job == "train" else 0, api_cost_usd=api,
+        api={"cost_usd": api} if api else None, error="boom" if status == "failed" else None,
+        started_at=started, finished_at=started.replace("T00", "T03"),
+    )
 
 
 # The recipe in miniature: generation (API spend only), two training runs (one over the $100
@@ -68,10 +74,10 @@ RUNS = [
 ]
 
 
-def _write_runs(runs_dir: Path, records: list[dict]) -> None:
+def _write_runs(runs_dir: Path, records: list[RunRecord]) -> None:
     for rec in records:
-        (runs_dir / rec["run_id"]).mkdir(parents=True, exist_ok=True)
-        (runs_dir / rec["run_id"] / "run.json").write_text(json.dumps(rec))
+        (runs_dir / rec.run_id).mkdir(parents=True, exist_ok=True)
+        rec.write(runs_dir / rec.run_id)
 
 
 # --- ledger -----------------------------------------------------------------------------
@@ -81,7 +87,7 @@ def test_ledger_upsert_keeps_one_row_per_run(tmp_path):
     path = tmp_path / "ledger.sqlite3"
     first = make_record("r1", "train", "slurm", gpus=2, hours=1, price=2.0, gpu_type="a100-80gb")
     ledger.record_run(first, path)
-    resumed = {**first, "attempts": 2, "gpu_hours": 3.0, "cost_usd": 6.0, "status": "completed"}
+    resumed = replace(first, attempts=2, gpu_hours=3.0, cost_usd=6.0, status="completed")
     ledger.record_run(resumed, path)  # a requeued run keeps its id: its row is updated
     ledger.record_run(RUNS[0], path)
     with ledger.connect(path, create=False) as conn:
@@ -93,7 +99,7 @@ def test_ledger_upsert_keeps_one_row_per_run(tmp_path):
             ("train", "slurm", "a100-80gb", 3.0, 6.0)
         assert json.loads(r1["record"])["attempts"] == 2
         assert rows[0]["api_cost_usd"] == 3.25 and rows[0]["gpu_type"] is None
-        assert [r["run_id"] for r in ledger.records(conn)] == ["gen-1", "r1"]
+        assert [r.run_id for r in ledger.records(conn)] == ["gen-1", "r1"]
 
 
 def _write_many(args: tuple[str, int, int]) -> int:
@@ -140,20 +146,19 @@ def test_ledger_location(tmp_path, monkeypatch):
 
 def test_publish_writes_ledger_and_textfile_and_survives_a_dead_pushgateway(tmp_path, monkeypatch, caplog):
     """sinks.publish_record: run.json, ledger row, node_exporter textfile; a failing push only warns."""
-    from alpaca_jobs.ops.record import RunRecord
     from alpaca_jobs.ops.sinks import publish_record as publish
 
     monkeypatch.delenv(ledger.LEDGER_ENV, raising=False)
     monkeypatch.setenv(metrics.TEXTFILE_DIR_ENV, str(tmp_path / "textfile"))
     monkeypatch.setenv(metrics.PUSHGATEWAY_ENV, "http://127.0.0.1:9")  # nothing listens there
-    rec = RunRecord(**{k: v for k, v in RUNS[1].items() if k not in ("api",)})
+    rec = replace(RUNS[1], api=None)
     run_dir = tmp_path / "runs" / "train-big"
     with caplog.at_level(logging.WARNING):
         out = publish(rec, run_dir)
-    assert (run_dir / "run.json").is_file() and out["run_id"] == "train-big"
+    assert (run_dir / "run.json").is_file() and out.run_id == "train-big"
     assert "could not push metrics of train-big" in caplog.text
     with ledger.connect(tmp_path / "runs" / "ledger.sqlite3", create=False) as conn:
-        assert [r["run_id"] for r in ledger.records(conn)] == ["train-big"]
+        assert [r.run_id for r in ledger.records(conn)] == ["train-big"]
     prom = tmp_path / "textfile" / "alpaca_train-big.prom"
     assert sorted(p.name for p in prom.parent.iterdir()) == [prom.name]  # no temp file left
     samples = _samples(prom.read_text())
@@ -215,7 +220,7 @@ def test_serve_app_metrics_include_the_jobs_own(tmp_path):
                                                        "resources.gpu_type=a100-80gb"])
     job = new_job(Payload.build(loaded, "serve-live", "k8s", tmp_path / "serve-live"))
     job.meter.t0 = time.time() - 7200  # as if the process had started two hours ago
-    collector = metrics.RecordCollector(lambda: vars(job.record("running")))  # as serve_body does
+    collector = metrics.RecordCollector(lambda: job.record("running"))  # as serve_body does
     app = create_app(ServeState(engine=None, flags=None, collectors=[collector]))
     route = next(r for r in app.routes if getattr(r, "path", None) == "/metrics")
     body = asyncio.run(route.endpoint()).body.decode()
@@ -300,10 +305,10 @@ def test_report_module_entry_point_and_lazy_imports(tmp_path):
     assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0
 
 
-def _cpu_runs() -> list[dict]:
+def _cpu_runs() -> list[RunRecord]:
     """Two CPU training runs as the local backend records them: no GPUs, no prices."""
-    return [{**make_record(f"cpu-{i}", "train", "local", target=None), "cpu_seconds": 3600.0 * (i + 1),
-             "cpu_hours": float(i + 1), "wall_seconds": 600.0} for i in range(2)]
+    return [replace(make_record(f"cpu-{i}", "train", "local"), cpu_seconds=3600.0 * (i + 1),
+                    cpu_hours=float(i + 1), wall_seconds=600.0) for i in range(2)]
 
 
 def _pixels(png: bytes):
@@ -352,9 +357,9 @@ def test_run_summary_has_the_loss_curve(tmp_path):
     run_dir.mkdir()
     rows = [{"step": i, "loss": 5.0 * 0.9 ** i, "lr": 1e-3} for i in range(1, 41)]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    rec = {**RUNS[1], "device": "cpu", "steps": 40, "total_steps": 40, "first_loss": rows[0]["loss"],
-           "final_loss": rows[-1]["loss"], "tokens_trained": 1, "target_tokens_trained": 1,
-           "tokens_per_second": 1.0, "train_loop_seconds": 1.0, "data": {}}
+    rec = replace(RUNS[1], device="cpu", steps=40, total_steps=40, first_loss=rows[0]["loss"],
+                  final_loss=rows[-1]["loss"], tokens_trained=1, target_tokens_trained=1,
+                  tokens_per_second=1.0, train_loop_seconds=1.0, data={})
     written = report.write_run_summary(rec, run_dir)
     assert [p.name for p in written] == ["loss.png", "summary.html"]
     img = _pixels((run_dir / "loss.png").read_bytes())
@@ -366,11 +371,7 @@ def test_run_summary_has_the_loss_curve(tmp_path):
     assert "<td>steps</td><td>40/40</td>" in page and "data:image/png;base64," in page
     other = tmp_path / "gen"
     other.mkdir()
-    from dataclasses import asdict
-
-    from alpaca_jobs.ops.record import RunRecord
-
-    plain = asdict(RunRecord(**{k: v for k, v in RUNS[0].items() if k != "api"}))
+    plain = replace(RUNS[0], api=None)
     assert [p.name for p in report.write_run_summary(plain, other)] == ["summary.html"]
 
 
@@ -574,9 +575,9 @@ def test_alerts_forget_finished_runs_and_old_groups_leave_the_pushgateway(promet
     monkeypatch.delenv(metrics.KEEP_ENV, raising=False)  # default: a day, so both stay for now
     big = make_record("x", "train", "k8s", gpus=8, hours=3, price=5.0, gpu_type="a100-80gb", status="failed")
     old, new = f"old-{tag}", f"new-{tag}"
-    sinks.publish({**big, "run_id": old, "finished_at": _iso(-2 * 3600)}, tmp_path / old)
-    sinks.publish({**big, "run_id": new, "finished_at": _iso(-60)}, tmp_path / new)
-    running = {**big, "run_id": f"running-{tag}", "status": "running"}
+    sinks.publish(replace(big, run_id=old, finished_at=_iso(-2 * 3600)), tmp_path / old)
+    sinks.publish(replace(big, run_id=new, finished_at=_iso(-60)), tmp_path / new)
+    running = replace(big, run_id=f"running-{tag}", status="running")
     sinks.publish(running, tmp_path / "running")  # running: no finished time yet
     _wait_for(prom, "count(alpaca_job_info)", 3)
     assert _alerting(prom, "AlpacaJobFailed") == [new]
@@ -588,7 +589,7 @@ def test_alerts_forget_finished_runs_and_old_groups_leave_the_pushgateway(promet
 
     assert groups() == {old, new, f"running-{tag}"}
     monkeypatch.setenv(metrics.KEEP_ENV, "3600")
-    sinks.publish({**RUNS[0], "run_id": f"gen-{tag}", "finished_at": _iso(0)}, tmp_path / "gen")
+    sinks.publish(replace(RUNS[0], run_id=f"gen-{tag}", finished_at=_iso(0)), tmp_path / "gen")
     assert groups() == {new, f"running-{tag}", f"gen-{tag}"}  # the run ended 2 h ago is gone
 
 
@@ -608,13 +609,13 @@ def test_dashboard_and_alert_queries_against_prometheus(prometheus, tmp_path, mo
     _wipe(prom, gateway)
     tag = uuid.uuid4().hex[:6]
     # Runs that ended a minute ago: alerts look at runs running or ended within the hour.
-    runs = [{**r, "run_id": f"{r['run_id']}-{tag}", "started_at": _iso(-3 * 3600), "finished_at": _iso(-60)}
+    runs = [replace(r, run_id=f"{r.run_id}-{tag}", started_at=_iso(-3 * 3600), finished_at=_iso(-60))
             for r in RUNS]
     monkeypatch.setenv(metrics.PUSHGATEWAY_ENV, gateway)  # the jobs' own path: publish -> push
     monkeypatch.setenv(ledger.LEDGER_ENV, str(tmp_path / "ledger.sqlite3"))
     monkeypatch.delenv(metrics.TEXTFILE_DIR_ENV, raising=False)
     for rec in runs:
-        sinks.publish(rec, tmp_path / rec["run_id"])
+        sinks.publish(rec, tmp_path / rec.run_id)
     _wait_for(prom, "count(alpaca_job_info)", len(runs))
 
     exprs = {**{f"dashboard {k}": grafana_to_promql(v) for k, v in dashboard_exprs().items()},

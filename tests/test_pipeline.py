@@ -206,6 +206,11 @@ def test_over_budget_lets_a_pipeline_start_and_says_each_stage_cost_first(tmp_pa
     out = r.stdout.splitlines()
     costs = [i for i, ln in enumerate(out) if " cost: at most $" in ln]
     assert [out[i].split("]")[0] for i in costs] == ["[generate", "[train", "[evaluate"]
+    # The training data is not made yet: said so, not "not readable" (a kind with no expected
+    # figure, evaluate here, says nothing of the kind).
+    assert out[costs[1] + 1] == "[train] expected: unknown (${generate.data} is made by stage generate, " \
+                                "which has not run yet)", out
+    assert "expected" not in out[costs[2] + 1]
     started = next(i for i, ln in enumerate(out) if ln.startswith("[generate] submitted o-generate"))
     assert max(costs) < started
     assert "[generate] ended FAILED" in r.stdout and "HTTP 401" in r.stdout

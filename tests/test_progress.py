@@ -155,7 +155,7 @@ def test_runtime_writes_running_metrics_before_the_end(tmp_path, monkeypatch):
     assert seen[0][("alpaca_job_status", "completed")] == 0.0
     assert ("alpaca_job_finished_timestamp_seconds", None) not in seen[0]
     final = _prom(prom)
-    assert rec["status"] == "completed"
+    assert rec.status == "completed"
     assert final[("alpaca_job_status", "completed")] == 1.0 and final[("alpaca_job_status", "running")] == 0.0
     assert final[("alpaca_job_finished_timestamp_seconds", None)] > 0
 

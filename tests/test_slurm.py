@@ -76,8 +76,8 @@ def test_embedded_default_trains_on_slurm(baseline):
     from alpaca_jobs.ops import ledger
 
     with ledger.connect(baseline.parent / "ledger.sqlite3", create=False) as conn:
-        row = next(r for r in ledger.records(conn) if r["run_id"] == "base")
-    assert row["backend"] == "slurm" and row["scheduler"]["agree"]  # the ledger has sacct's figures
+        row = next(r for r in ledger.records(conn) if r.run_id == "base")
+    assert row.backend == "slurm" and row.scheduler["agree"]  # the ledger has sacct's figures
 
 
 def test_gres_gpus_timeout_signal_checkpoint_requeue_resume(baseline, runs):

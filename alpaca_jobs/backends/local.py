@@ -105,7 +105,7 @@ class LocalBackend(Backend):
         if _alive(int(handle.job_id)):
             return State.RUNNING
         rec = load_record(Path(handle.run_dir))
-        return State.FAILED if rec is None else record_state(rec["status"])
+        return State.FAILED if rec is None else record_state(rec.status)
 
     def cancel(self, handle: JobHandle) -> str:
         pid = int(handle.job_id)

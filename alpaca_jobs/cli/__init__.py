@@ -136,7 +136,7 @@ def _follow(backend, handle) -> None:
     if rec:
         click.echo(format_report(rec))
     if state != "COMPLETED":
-        raise UserError(f"run {handle.run_id} ended {state}" + (f": {rec['error']}" if rec and rec.get("error") else ""))
+        raise UserError(f"run {handle.run_id} ended {state}" + (f": {rec.error}" if rec and rec.error else ""))
 
 
 @main.command()

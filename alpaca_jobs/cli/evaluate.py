@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from alpaca_jobs.cli.here import over_budget_option, run_here
 from alpaca_jobs.common.errors import UserError
+
+if TYPE_CHECKING:
+    from alpaca_jobs.ops.record import RunRecord
 
 
 @click.command("evaluate")
@@ -80,14 +84,14 @@ def rate_command(run_dir: str, host: str, port: int) -> None:
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
-def _print(run_dir: Path, rec: dict | None) -> None:
+def _print(run_dir: Path, rec: RunRecord | None) -> None:
     import json
 
     from alpaca_jobs.evaluate.report import format_text
 
     click.echo(format_text(json.loads((run_dir / "report.json").read_text())))
     if rec is not None:
-        api = rec.get("api") or {}
+        api = rec.api or {}
         click.echo(f"  API: {api.get('requests', 0)} requests in all ({api.get('this_attempt', {}).get('requests', 0)}"
-                   f" this time), ${api.get('cost_usd', 0):.4f}; wall {rec['wall_seconds']:.1f} s")
+                   f" this time), ${api.get('cost_usd', 0):.4f}; wall {rec.wall_seconds:.1f} s")
     click.echo(f"  files: {run_dir}/report.html, report.png, report.json")

@@ -4,9 +4,12 @@ runner for both, ``submission.run_here``, so they check, cost and record alike."
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from alpaca_jobs.ops.record import RunRecord
 
 
 def over_budget_option(f):
@@ -25,7 +28,7 @@ def load_kind(spec_path: str, overrides: tuple[str, ...], job: str) -> Any:
     return loaded
 
 
-def run_here(loaded: Any, run_dir: Path, over_budget: bool) -> dict[str, Any] | None:
+def run_here(loaded: Any, run_dir: Path, over_budget: bool) -> RunRecord | None:
     """Run ``loaded`` here in ``run_dir`` (an existing one resumes), saying on stderr where it
     runs and what it will cost before it starts; returns its run record."""
     from alpaca_jobs import submission

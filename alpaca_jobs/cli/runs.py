@@ -52,6 +52,7 @@ class RunRow:
     started: str
     gpu_hours: float | None = None
     cost_usd: float | None = None
+    why: str = ""  # why the state is UNKNOWN, in full: printed under the table, not in it
 
 
 def collect_runs(runs_dir: Path, live: bool = True) -> list[RunRow]:
@@ -61,9 +62,8 @@ def collect_runs(runs_dir: Path, live: bool = True) -> list[RunRow]:
     from alpaca_jobs.ops.ledger import records_in
 
     for rec in records_in(runs_dir):
-        rows[rec["run_id"]] = RunRow(rec["run_id"], rec["job"], rec["backend"], rec["status"].upper(),
-                                     rec.get("started_at", ""), rec.get("gpu_hours"),
-                                     rec.get("cost_usd", 0.0) + rec.get("api_cost_usd", 0.0))
+        rows[rec.run_id] = RunRow(rec.run_id, rec.job, rec.backend, rec.status.upper(), rec.started_at,
+                                  rec.gpu_hours, rec.total_cost_usd)
     for handle_file in sorted(runs_dir.glob("*/handle.json")) if runs_dir.is_dir() else []:
         row = _row_of_handle(handle_file.parent, live)
         if row is not None and (row.run_id not in rows or is_active(row.state)):
@@ -82,17 +82,23 @@ def _row_of_handle(run_dir: Path, live: bool) -> RunRow | None:
         handle = JobHandle.load(run_dir)
     except (OSError, ValueError, TypeError):
         return None
-    rec = load_record(run_dir)
-    kind = rec["job"] if rec else _kind_of(run_dir)
-    state = str(record_state(rec["status"]) if rec and rec["status"] != "running" else State.SUBMITTED)
-    if live and (rec is None or rec["status"] == "running"):
+    try:
+        rec = load_record(run_dir)
+    except UserError as exc:  # listed, with why its record is unreadable, not skipped
+        return RunRow(handle.run_id, _kind_of(run_dir), handle.backend, str(State.UNKNOWN),
+                      handle.submitted_at, why=str(exc))
+    kind = rec.job if rec else _kind_of(run_dir)
+    state = str(record_state(rec.status) if rec and rec.status != "running" else State.SUBMITTED)
+    why = ""
+    if live and (rec is None or rec.status == "running"):
         try:
             state = str(get_backend(handle.backend).status(handle))
         except (UserError, OSError, json.JSONDecodeError) as exc:
-            state = f"UNKNOWN ({str(exc)[:60]})"
-    return RunRow(handle.run_id, kind, handle.backend, state, rec.get("started_at", "") if rec else
-                  handle.submitted_at, rec.get("gpu_hours") if rec else None,
-                  (rec.get("cost_usd", 0.0) + rec.get("api_cost_usd", 0.0)) if rec else None)
+            state, why = str(State.UNKNOWN), f"{handle.backend} could not be asked: {exc}"
+    if rec is None:
+        return RunRow(handle.run_id, kind, handle.backend, state, handle.submitted_at, why=why)
+    return RunRow(handle.run_id, kind, handle.backend, state, rec.started_at, rec.gpu_hours, rec.total_cost_usd,
+                  why)
 
 
 def _kind_of(run_dir: Path) -> str:
@@ -141,6 +147,9 @@ def print_runs(rows: list[RunRow]) -> None:
                       "-" if r.cost_usd is None else f"{r.cost_usd:.2f}")
     Console(width=max(100, len(max((r.run_id for r in rows), key=len, default="")) + 70),
             soft_wrap=True).print(table)
+    for r in rows:
+        if r.why:
+            click.echo(f"{r.run_id}: state unknown: {r.why}", err=True)
 
 
 @click.command("list")

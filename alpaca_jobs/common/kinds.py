@@ -17,9 +17,12 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alpaca_jobs.common.errors import UserError
+
+if TYPE_CHECKING:  # for annotations only: the record model lives in ops, above this layer
+    from alpaca_jobs.ops.record import RunRecord
 
 Visible = Callable[[str], bool]  # is this path readable from the submitting machine?
 
@@ -49,12 +52,12 @@ class Kind:
     # What a finished run leaves for later pipeline stages: run dir -> {"<kind>.<name>": value}
     outputs: Callable[[Path], dict[str, str]] | None = None
     # Rows this kind adds to the printed run report: record -> [(label, text)]
-    report_rows: Callable[[dict[str, Any]], list[tuple[str, str]]] | None = None
+    report_rows: Callable[[RunRecord], list[tuple[str, str]]] | None = None
     default_target_usd: float | None = None  # the budget a run is held to when its spec sets none
     # The pipeline summary's line for a finished stage: record -> (label, text), or None
-    summary: Callable[[dict[str, Any]], tuple[str, str] | None] | None = None
+    summary: Callable[[RunRecord], tuple[str, str] | None] | None = None
     # Before launch: (loaded spec, ledger records) -> (expected hours or None, the basis in words)
-    expected_hours: Callable[[Any, list[dict[str, Any]]], tuple[float | None, str]] | None = None
+    expected_hours: Callable[[Any, list[RunRecord]], tuple[float | None, str]] | None = None
     # On SIGTERM/SIGUSR2: "flag" (the body polls job.stop and stops cleanly at a safe point) or
     # "interrupt" (KeyboardInterrupt at once: nothing is worth finishing first)
     stop: str = "flag"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from alpaca_jobs.common.kinds import Kind
 
+if TYPE_CHECKING:
+    from alpaca_jobs.ops.record import RunRecord
 
-def _summary(rec: dict[str, Any]) -> tuple[str, str] | None:
+
+def _summary(rec: RunRecord) -> tuple[str, str] | None:
     from alpaca_jobs.ops.present import evaluation_line
 
     return evaluation_line(rec)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.common.kinds import Kind, Visible
+
+if TYPE_CHECKING:
+    from alpaca_jobs.ops.record import RunRecord
 
 
 def preflight(loaded: Any, visible: Visible) -> None:
@@ -23,13 +26,13 @@ def outputs(run_dir: Path) -> dict[str, str]:
     return {"generate.data": str(run_dir / "alpaca_data.json")}
 
 
-def report_rows(rec: dict[str, Any]) -> list[tuple[str, str]]:
+def report_rows(rec: RunRecord) -> list[tuple[str, str]]:
     from alpaca_jobs.ops.present import generate_rows
 
     return generate_rows(rec)
 
 
-def _summary(rec: dict[str, Any]) -> tuple[str, str] | None:
+def _summary(rec: RunRecord) -> tuple[str, str] | None:
     from alpaca_jobs.ops.present import data_line
 
     return data_line(rec)

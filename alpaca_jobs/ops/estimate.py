@@ -32,13 +32,16 @@ its own dense bf16 peak), so tokens/s scale by the ratio of the two peaks.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.ops.prices import PEAK_BF16_FLOPS
 from alpaca_jobs.ops.shapes import LLAMA, ModelShape
+
+if TYPE_CHECKING:
+    from alpaca_jobs.ops.record import RunRecord
 
 ALPACA_EXAMPLES = 52_002  # records in Stanford's alpaca_data.json
 # LLaMA paper, table 2: 6.74e9 parameters; the FLOPs count all but the 32000 x 4096 input
@@ -171,12 +174,18 @@ def from_record(record: str, gpu_type: str, mean_tokens: float | None, mfu: floa
                 tokens_per_second: float | None) -> tuple[float | None, float | None, str]:
     """(mean tokens, MFU, how it carries over) from a run record, where not given."""
     note = ""
-    rec = json.loads(Path(record).read_text())
-    data = rec.get("data") or {}
+    from alpaca_jobs.ops.record import RunRecord
+
+    try:
+        text = Path(record).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"--record {record}: cannot read it ({exc})") from None
+    rec = RunRecord.from_json(text, record)
+    data = rec.data
     if mean_tokens is None and data.get("kept"):
         mean_tokens = (data["prompt_tokens"] + data["target_tokens"]) / data["kept"]
     if mfu is None and tokens_per_second is None:
-        mfu = (rec.get("results") or {}).get("mfu_after_warmup") or rec.get("mfu")
+        mfu = rec.results.get("mfu_after_warmup") or rec.mfu
         if mfu is None:
             raise UserError(f"{record}: no MFU in this record (CPU run); pass --mfu or --tokens-per-second")
         note = _carried_over(rec, mfu, gpu_type, peak_for(gpu_type))
@@ -193,13 +202,13 @@ def peak_for(gpu_type: str) -> float:
                     "or pass --tokens-per-second")
 
 
-def _carried_over(rec: dict, mfu: float, gpu_type: str, peak: float) -> str:
+def _carried_over(rec: RunRecord, mfu: float, gpu_type: str, peak: float) -> str:
     """How a measured MFU becomes the target GPU's throughput, said in one line."""
     from alpaca_jobs.ops.prices import peak_flops
 
-    measured_on = rec.get("device_name") or (rec.get("results") or {}).get("device_name") or rec.get("device", "?")
+    measured_on = rec.results.get("device_name") or rec.device
     source_peak = peak_flops(str(measured_on)) or peak
-    which = "after warm-up" if (rec.get("results") or {}).get("mfu_after_warmup") else "whole loop"
+    which = "after warm-up" if rec.results.get("mfu_after_warmup") else "whole loop"
     return (f"MFU {mfu:.3f} measured on {measured_on} ({which}, peak {source_peak / 1e12:.0f} TFLOP/s), "
             f"assumed the same on {gpu_type} (peak {peak / 1e12:.0f}): tokens/s scale by "
             f"{peak / source_peak:.3f}; communication assumed overlapped with compute")

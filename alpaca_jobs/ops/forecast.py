@@ -14,6 +14,7 @@ from typing import Any
 
 from alpaca_jobs.common import kinds
 from alpaca_jobs.common.errors import UserError
+from alpaca_jobs.ops.record import RunRecord
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,9 @@ class Forecast:
         return out
 
 
-def forecast(loaded: Any, ledger_records: list[dict[str, Any]]) -> Forecast:
+def forecast(loaded: Any, ledger_records: list[RunRecord], waiting_on: str = "") -> Forecast:
+    """The run's cost bound (time limit x resources) and, where its kind can tell one, an
+    expected cost; ``waiting_on`` (inputs an earlier run has still to make) rules that out."""
     from alpaca_jobs.ops.prices import gpu_price
 
     spec, res = loaded.spec, loaded.spec.resources
@@ -67,14 +70,14 @@ def forecast(loaded: Any, ledger_records: list[dict[str, Any]]) -> Forecast:
     hours = res.time_limit_minutes / 60
     kind = kinds.get(spec.job)
     expected, basis = None, ""
-    if kind.expected_hours is not None:
-        expected, basis = kind.expected_hours(loaded, ledger_records)
+    if kind.expected_hours is not None:  # an earlier run's output is not there to measure yet
+        expected, basis = (None, waiting_on) if waiting_on else kind.expected_hours(loaded, ledger_records)
     return Forecast(gpus, price.usd_per_gpu_hour, price.source, hours, hours * per_hour,
                     expected, None if expected is None else min(expected, hours) * per_hour, basis,
                     kind.long_running, res.world_size * res.cpus_per_process, spec.cost.cpu_core_hour_usd)
 
 
-def ledger_records(runs_dir: Path) -> list[dict[str, Any]]:
+def ledger_records(runs_dir: Path) -> list[RunRecord]:
     """The ledger's records for an estimate; an unreadable ledger gives no estimate, not an error."""
     from alpaca_jobs.ops import ledger
 

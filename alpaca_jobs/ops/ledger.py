@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from alpaca_jobs.common.errors import UserError
+from alpaca_jobs.ops.record import RECORD_FILE, RecordError, RunRecord, load_record
 
 LEDGER_ENV = "ALPACA_JOBS_LEDGER"
 JOURNAL_ENV = "ALPACA_JOBS_LEDGER_JOURNAL"
@@ -135,18 +136,13 @@ def _journal(conn: sqlite3.Connection) -> None:
             time.sleep(random.uniform(0.005, 0.05))
 
 
-def _row(record: dict[str, Any]) -> dict[str, Any]:
-    missing = [k for k in ("run_id", "job", "backend", "status") if not record.get(k)]
-    if missing:
-        raise ValueError(f"run record without {', '.join(missing)}")
-    row = {col: record.get(key) for col, key in COLUMNS.items()}
-    for col in ("gpu_hours", "cost_usd", "api_cost_usd"):
-        row[col] = float(row[col] or 0.0)
-    row["record"] = json.dumps(record, sort_keys=True)
+def _row(record: RunRecord) -> dict[str, Any]:
+    row = {col: getattr(record, key) for col, key in COLUMNS.items()}
+    row["record"] = json.dumps(record.to_dict(), sort_keys=True)
     return row
 
 
-def upsert(conn: sqlite3.Connection, records: Iterable[dict[str, Any]]) -> int:
+def upsert(conn: sqlite3.Connection, records: Iterable[RunRecord]) -> int:
     """Insert or update the rows of ``records`` in one transaction; returns how many."""
     rows = [_row(r) for r in records]
     conn.execute("BEGIN IMMEDIATE")
@@ -159,19 +155,26 @@ def upsert(conn: sqlite3.Connection, records: Iterable[dict[str, Any]]) -> int:
     return len(rows)
 
 
-def record_run(record: dict[str, Any], path: Path) -> None:
+def record_run(record: RunRecord, path: Path) -> None:
     """Upsert one run's record (what every job does when it ends)."""
     with connect(path) as conn:
         upsert(conn, [record])
 
 
-def records(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    """Every run's full record, oldest first."""
-    rows = conn.execute("SELECT record FROM runs ORDER BY started_at, run_id").fetchall()
-    return [json.loads(r["record"]) for r in rows]
+def records(conn: sqlite3.Connection) -> list[RunRecord]:
+    """Every run's full record, oldest first (a row that is not a record is skipped with a warning
+    naming it: the ledger keeps it, ``run.json`` beside the run is the original)."""
+    rows = conn.execute("SELECT run_id, record FROM runs ORDER BY started_at, run_id").fetchall()
+    found = []
+    for row in rows:
+        try:
+            found.append(RunRecord.from_json(row["record"], f"ledger row {row['run_id']!r}"))
+        except RecordError as exc:
+            log.warning("skipping %s", exc)
+    return found
 
 
-def records_in(runs_dir: Path) -> list[dict[str, Any]]:
+def records_in(runs_dir: Path) -> list[RunRecord]:
     """Every run's record in the ledger of ``runs_dir``, oldest first (none without a ledger).
     A file there that is not a ledger is a UserError naming it."""
     path = ledger_path(runs_dir=runs_dir)
@@ -181,21 +184,19 @@ def records_in(runs_dir: Path) -> list[dict[str, Any]]:
         return records(conn)
 
 
-def scan(runs_dir: Path) -> list[dict[str, Any]]:
+def scan(runs_dir: Path) -> list[RunRecord]:
     """The records of ``<runs_dir>/*/run.json`` (unreadable ones are skipped with a warning)."""
-    from alpaca_jobs.ops.record import RECORD_FILE
-
     if not runs_dir.is_dir():
         raise UserError(f"--scan {runs_dir}: no such directory")
     found = []
     for path in sorted(runs_dir.glob(f"*/{RECORD_FILE}")):
         try:
-            rec = json.loads(path.read_text())
-            _row(rec)
-        except (OSError, ValueError) as exc:
-            log.warning("skipping %s: %s", path, exc)
+            rec = load_record(path.parent)
+        except RecordError as exc:
+            log.warning("skipping %s", exc)
             continue
-        found.append(rec)
+        if rec is not None:
+            found.append(rec)
     return found
 
 

@@ -34,6 +34,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from alpaca_jobs.ops.record import STATUSES, RunRecord
+
 PUSHGATEWAY_ENV = "ALPACA_JOBS_PUSHGATEWAY"
 TEXTFILE_DIR_ENV = "ALPACA_JOBS_TEXTFILE_DIR"
 # node_exporter's textfile directory: Debian's prometheus-node-exporter package reads this one
@@ -42,25 +44,12 @@ TEXTFILE_DIR_ENV = "ALPACA_JOBS_TEXTFILE_DIR"
 DEFAULT_TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 PUSH_JOB = "alpaca_jobs"  # the Pushgateway's job label for every run's group
 LABELS = ("run_id", "stage", "cluster", "gpu_type")
-STATUSES = ("running", "completed", "interrupted", "failed", "stopped")
 
 log = logging.getLogger(__name__)
 
 
-def target_usd(record: dict[str, Any]) -> float | None:
-    """The budget a run is held to: its record's (its spec's cost.target_usd, else its kind's
-    default), else, for records written before records carried it, its kind's default."""
-    if record.get("target_usd") is not None:
-        return float(record["target_usd"])
-    from alpaca_jobs.common import kinds
-
-    kind = kinds.find(str(record.get("job")))
-    return None if kind is None else kind.default_target_usd
-
-
-def label_values(record: dict[str, Any]) -> list[str]:
-    return [str(record["run_id"]), str(record["job"]), str(record["backend"]),
-            record.get("gpu_type") or "none"]
+def label_values(record: RunRecord) -> list[str]:
+    return [record.run_id, record.job, record.backend, record.gpu_type or "none"]
 
 
 def _timestamp(iso: str | None) -> float | None:
@@ -72,46 +61,49 @@ def _timestamp(iso: str | None) -> float | None:
         return None
 
 
-def _finished_at(r: dict[str, Any]) -> float | None:
-    return None if r.get("status") == "running" else _timestamp(r.get("finished_at"))
+def _finished_at(r: RunRecord) -> float | None:
+    return None if r.status == "running" else _timestamp(r.finished_at)
 
 
-def _succeeded_at(r: dict[str, Any]) -> float | None:
-    return _timestamp(r.get("finished_at")) if r.get("status") == "completed" else None
+def _succeeded_at(r: RunRecord) -> float | None:
+    return _timestamp(r.finished_at) if r.status == "completed" else None
+
+
+def _trains(r: RunRecord) -> bool:
+    return r.total_steps > 0
 
 
 # (counter?, name, help, value of a record; None: no sample). Counters are exposed as <name>_total.
-FAMILIES: list[tuple[bool, str, str, Callable[[dict[str, Any]], float | None]]] = [
+FAMILIES: list[tuple[bool, str, str, Callable[[RunRecord], float | None]]] = [
     (True, "alpaca_job_gpu_seconds", "GPU-seconds held: job wall seconds x GPUs, summed over attempts",
-     lambda r: r.get("gpu_seconds", 0.0)),
-    (True, "alpaca_job_cpu_seconds", "CPU seconds used by the job's processes", lambda r: r.get("cpu_seconds", 0.0)),
+     lambda r: r.gpu_seconds),
+    (True, "alpaca_job_cpu_seconds", "CPU seconds used by the job's processes", lambda r: r.cpu_seconds),
     (False, "alpaca_job_duration_seconds", "Job wall seconds over all attempts (not queue time)",
-     lambda r: r.get("wall_seconds", 0.0)),
-    (False, "alpaca_job_gpus", "GPUs the job holds (nodes x GPUs per node)",
-     lambda r: r.get("nodes", 1) * r.get("gpus_per_node", 0)),
-    (False, "alpaca_job_attempts", "Attempts (a requeued or resumed run has several)", lambda r: r.get("attempts", 1)),
-    (False, "alpaca_job_cost_usd", "Compute cost (GPU-hours and CPU-hours x price)", lambda r: r.get("cost_usd", 0.0)),
+     lambda r: r.wall_seconds),
+    (False, "alpaca_job_gpus", "GPUs the job holds (nodes x GPUs per node)", lambda r: r.gpus),
+    (False, "alpaca_job_attempts", "Attempts (a requeued or resumed run has several)", lambda r: r.attempts),
+    (False, "alpaca_job_cost_usd", "Compute cost (GPU-hours and CPU-hours x price)", lambda r: r.cost_usd),
     (False, "alpaca_job_api_cost_usd", "Spend on OpenAI-compatible APIs (generate, evaluate)",
-     lambda r: r.get("api_cost_usd", 0.0)),
+     lambda r: r.api_cost_usd),
     (False, "alpaca_job_gpu_hour_price_usd", "Price per GPU-hour the cost assumes",
-     lambda r: r.get("price_per_gpu_hour_usd")),
+     lambda r: r.price_per_gpu_hour_usd),
     (False, "alpaca_job_target_usd", "Compute budget of the run ($100 for training unless "
-     "cost.target_usd says otherwise)", target_usd),
+     "cost.target_usd says otherwise)", lambda r: r.target_usd),
     (False, "alpaca_job_started_timestamp_seconds", "When the run started (Unix time)",
-     lambda r: _timestamp(r.get("started_at"))),
+     lambda r: _timestamp(r.started_at)),
     (False, "alpaca_job_finished_timestamp_seconds", "When the run ended (Unix time)", _finished_at),
     (False, "alpaca_job_last_success_timestamp_seconds", "When the run completed (Unix time)", _succeeded_at),
     (True, "alpaca_job_tokens_trained", "Tokens computed in training",  # runs that train
-     lambda r: float(r.get("tokens_trained", 0)) if r.get("total_steps") else None),
+     lambda r: float(r.tokens_trained) if _trains(r) else None),
     (False, "alpaca_job_steps", "Optimizer steps done (live while a training run runs)",
-     lambda r: r.get("steps") if r.get("total_steps") else None),
+     lambda r: r.steps if _trains(r) else None),
     (False, "alpaca_job_total_steps", "Optimizer steps the training run will take",
-     lambda r: r.get("total_steps") or None),
-    (False, "alpaca_job_loss", "Training loss of the latest step", lambda r: r.get("final_loss")),
+     lambda r: r.total_steps or None),
+    (False, "alpaca_job_loss", "Training loss of the latest step", lambda r: r.final_loss),
 ]
 
 
-def record_metrics(record: dict[str, Any]) -> Iterator[Metric]:
+def record_metrics(record: RunRecord) -> Iterator[Metric]:
     """The metric families of one run record (finished, or as it stands for a live job)."""
     labels, values = list(LABELS), label_values(record)
     for is_counter, name, doc, value_of in FAMILIES:
@@ -122,20 +114,19 @@ def record_metrics(record: dict[str, Any]) -> Iterator[Metric]:
             yield fam
     status = GaugeMetricFamily("alpaca_job_status", "1 for the run's status, 0 for the others",
                                labels=[*labels, "status"])
-    for s in sorted({*STATUSES, str(record.get("status"))}):
-        status.add_metric([*values, s], 1.0 if s == record.get("status") else 0.0)
+    for s in sorted({*STATUSES, record.status}):
+        status.add_metric([*values, s], 1.0 if s == record.status else 0.0)
     yield status
     info = GaugeMetricFamily("alpaca_job_info", "Constant 1; what ran, and the price source",
                              labels=[*labels, "model", "price_source"])
-    info.add_metric([*values, str(record.get("model_dir") or ""),
-                     str(record.get("price_source") or "")], 1.0)
+    info.add_metric([*values, record.model_dir or "", record.price_source or ""], 1.0)
     yield info
 
 
 class RecordCollector(Collector):
     """Exposes one run record; ``record`` may be a callable that builds it at each scrape."""
 
-    def __init__(self, record: dict[str, Any] | Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, record: RunRecord | Callable[[], RunRecord]) -> None:
         self._record = record
 
     def collect(self) -> Iterator[Metric]:
@@ -143,22 +134,22 @@ class RecordCollector(Collector):
         yield from record_metrics(rec)
 
 
-def registry_for(record: dict[str, Any]) -> CollectorRegistry:
+def registry_for(record: RunRecord) -> CollectorRegistry:
     reg = CollectorRegistry()
     reg.register(RecordCollector(record))
     return reg
 
 
-def push(record: dict[str, Any], gateway: str, timeout: float = 5.0) -> bool:
+def push(record: RunRecord, gateway: str, timeout: float = 5.0) -> bool:
     """PUT the run's metrics as its own group (a requeued run replaces them); False on failure."""
     from prometheus_client import push_to_gateway
 
     try:
         push_to_gateway(gateway, job=PUSH_JOB, registry=registry_for(record),
-                        grouping_key={"run_id": str(record["run_id"])}, timeout=timeout)
+                        grouping_key={"run_id": record.run_id}, timeout=timeout)
     except Exception as exc:  # noqa: BLE001 - metrics are best effort; the run must not fail
         log.warning("could not push metrics of %s to the Pushgateway %s: %s",
-                    record.get("run_id"), gateway, exc)
+                    record.run_id, gateway, exc)
         return False
     return True
 
@@ -220,16 +211,16 @@ def textfile_path(directory: Path, run_id: str) -> Path:
     return directory / f"alpaca_{safe}.prom"
 
 
-def write_textfile(record: dict[str, Any], directory: Path) -> Path | None:
+def write_textfile(record: RunRecord, directory: Path) -> Path | None:
     """Write ``alpaca_<run_id>.prom`` atomically (temp file + rename in the same directory)."""
     from prometheus_client import write_to_textfile
 
-    path = textfile_path(directory, str(record["run_id"]))
+    path = textfile_path(directory, record.run_id)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         write_to_textfile(str(path), registry_for(record))
     except OSError as exc:
-        log.warning("could not write the metrics of %s to %s: %s", record.get("run_id"), path, exc)
+        log.warning("could not write the metrics of %s to %s: %s", record.run_id, path, exc)
         return None
     return path
 
@@ -239,12 +230,12 @@ def sinks_configured() -> bool:
     return any(os.environ.get(name, "").strip() for name in (PUSHGATEWAY_ENV, TEXTFILE_DIR_ENV))
 
 
-def publish(record: dict[str, Any]) -> None:
+def publish(record: RunRecord) -> None:
     """Send the record to every metrics sink the environment configures (none by default)."""
     gateway = os.environ.get(PUSHGATEWAY_ENV, "").strip()
     if gateway:
         push(record, gateway)
-        if record.get("status") != "running":
+        if record.status != "running":
             prune(gateway)  # runs that ended long ago leave the Pushgateway as this one ends
     textfile_dir = os.environ.get(TEXTFILE_DIR_ENV, "").strip()
     if textfile_dir:

@@ -1,19 +1,30 @@
 """The run record: what a run measured about itself, as ``run.json`` beside its outputs.
 
 The model and its file only; it imports nothing else from ops (building a record is
-``ops.records``, publishing it ``ops.sinks``, printing it ``ops.present``).
+``ops.records``, publishing it ``ops.sinks``, printing it ``ops.present``). Every reader gets a
+``RunRecord`` back (``load_record``, ``RunRecord.from_dict``, the ledger's ``records``), checked
+field by field, never the raw mapping; a file that is not a record is a ``RecordError`` naming
+it and the field. Fields this version does not know (a newer writer's) are ignored on reading.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.common.files import atomic_write
 
 RECORD_FILE = "run.json"
+# "running": a live job's record as it stands; "stopped": a server that was told to stop.
+STATUSES = ("running", "completed", "interrupted", "failed", "stopped")
+
+
+class RecordError(UserError):
+    """A run record (``run.json``, a ledger row) that is not one: what is wrong, and where."""
 
 
 @dataclass
@@ -28,7 +39,7 @@ class RunRecord:
     run_id: str
     job: str
     backend: str
-    status: str  # completed | interrupted | failed
+    status: str  # one of STATUSES
     nodes: int
     gpus_per_node: int
     gpu_type: str | None
@@ -66,15 +77,80 @@ class RunRecord:
     started_at: str = ""
     finished_at: str = ""
 
+    @property
+    def gpus(self) -> int:
+        """GPUs held: nodes x GPUs per node."""
+        return self.nodes * self.gpus_per_node
+
+    @property
+    def total_cost_usd(self) -> float:
+        """Compute plus API spend."""
+        return self.cost_usd + self.api_cost_usd
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1) + "\n"
+
     def write(self, run_dir: Path) -> Path:
         path = run_dir / RECORD_FILE
-        atomic_write(path, json.dumps(asdict(self), indent=1) + "\n")
+        atomic_write(path, self.to_json())
         return path
 
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "run record") -> RunRecord:
+        """The record in ``data`` (a ``run.json``'s mapping), each field checked; a RecordError
+        naming ``source`` and every wrong or missing field otherwise."""
+        from pydantic import ValidationError
 
-def load_record(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / RECORD_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+        if not isinstance(data, dict):
+            raise RecordError(f"{source}: not a run record (a JSON object), got {type(data).__name__}")
+        try:
+            rec = _adapter().validate_python(data)
+        except ValidationError as exc:
+            raise RecordError("\n".join(_problem(source, err) for err in exc.errors())) from None
+        empty = [f for f in ("run_id", "job", "backend") if not getattr(rec, f)]
+        if empty:
+            raise RecordError(f"{source}: {', '.join(empty)}: must not be empty")
+        if rec.status not in STATUSES:
+            raise RecordError(f"{source}: status: {rec.status!r} is not one of {', '.join(STATUSES)}")
+        return rec
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "run record") -> RunRecord:
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise RecordError(f"{source}: not JSON ({exc})") from None
+        return cls.from_dict(data, source)
+
+
+@cache
+def _adapter() -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(RunRecord)
+
+
+def _problem(source: str, err: Any) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = "required field is missing" if err["type"] == "missing" else f"{err['msg']} (got {err.get('input')!r})"
+    return f"{source}: {loc}: {msg}"
+
+
+def load_record(run_dir: Path) -> RunRecord | None:
+    """The run's record, None while it has none; a RecordError naming the file when that is not
+    a record (not UTF-8, not JSON, a field missing or of the wrong type)."""
+    path = Path(run_dir) / RECORD_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecordError(f"{path}: cannot read this run record ({exc}); move it away to start the "
+                          "run's record afresh") from None
+    return RunRecord.from_json(text, str(path))
 
 
 

@@ -8,12 +8,10 @@ held.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from alpaca_jobs.common.files import atomic_write
-from alpaca_jobs.ops.record import RECORD_FILE, RunRecord, Usage, cost_fields, load_record
+from alpaca_jobs.ops.record import RunRecord, Usage, cost_fields, load_record
 
 
 def build_record(payload: dict[str, Any], loaded: Any, status: str, usage: Usage, started: str,
@@ -48,20 +46,17 @@ def build_record(payload: dict[str, Any], loaded: Any, status: str, usage: Usage
 AGREEMENT = {"relative": 0.10, "seconds_per_attempt": 30.0}
 
 
-def add_scheduler_usage(run_dir: Path, usage: dict[str, Any]) -> dict[str, Any] | None:
+def add_scheduler_usage(run_dir: Path, usage: dict[str, Any]) -> RunRecord | None:
     """Put the scheduler's GPU-seconds beside the job's own, with whether they agree."""
     rec = load_record(run_dir)
     if rec is None:
         return None
-    gpus = rec["nodes"] * rec["gpus_per_node"]
-    own_elapsed = rec["wall_seconds"]
-    diff = usage["elapsed_seconds"] - own_elapsed
+    diff = usage["elapsed_seconds"] - rec.wall_seconds
     tol = AGREEMENT["relative"] * usage["elapsed_seconds"] + AGREEMENT["seconds_per_attempt"] * max(1, usage["attempts"])
-    usage = {**usage, "own_gpu_seconds": rec["gpu_seconds"], "difference_seconds": round(diff, 3),
-             "tolerance_seconds": round(tol, 3), "agree": abs(diff) <= tol and usage["gpus"] == gpus
-             and usage.get("nodes", rec["nodes"]) in (0, rec["nodes"])}  # 0: sacct did not say
-    rec["scheduler"] = usage
-    atomic_write(run_dir / RECORD_FILE, json.dumps(rec, indent=1) + "\n")
+    rec.scheduler = {**usage, "own_gpu_seconds": rec.gpu_seconds, "difference_seconds": round(diff, 3),
+                     "tolerance_seconds": round(tol, 3), "agree": abs(diff) <= tol and usage["gpus"] == rec.gpus
+                     and usage.get("nodes", rec.nodes) in (0, rec.nodes)}  # 0: sacct did not say
+    rec.write(run_dir)
     try:  # the ledger's row carries the scheduler's figures too
         from alpaca_jobs.ops import ledger
 
@@ -71,5 +66,3 @@ def add_scheduler_usage(run_dir: Path, usage: dict[str, Any]) -> dict[str, Any] 
 
         logging.getLogger(__name__).warning("could not update the ledger for %s: %s", run_dir, exc)
     return rec
-
-

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from alpaca_jobs.ops.record import RunRecord
+
 
 @dataclass
 class Totals:
@@ -61,23 +63,19 @@ class Summary:
                 "total": self.total.as_dict(), "training": self.training}
 
 
-def run_row(rec: dict[str, Any]) -> dict[str, Any]:
+def run_row(rec: RunRecord) -> dict[str, Any]:
     """One run's line: who, where, GPU-hours, compute and API cost, and its target's verdict."""
-    from alpaca_jobs.ops.metrics import target_usd
-
-    cost, api = float(rec.get("cost_usd") or 0.0), float(rec.get("api_cost_usd") or 0.0)
-    target = target_usd(rec)
     return {
-        "run_id": rec["run_id"], "stage": rec["job"], "cluster": rec["backend"],
-        "gpu_type": rec.get("gpu_type") or "-", "status": rec.get("status", "?"),
-        "started_at": rec.get("started_at", ""), "gpu_hours": float(rec.get("gpu_hours") or 0.0),
-        "cpu_hours": float(rec.get("cpu_hours") or 0.0),
-        "cost_usd": cost, "api_cost_usd": api, "total_usd": cost + api, "target_usd": target,
-        "target_met": None if target is None else cost <= target,
+        "run_id": rec.run_id, "stage": rec.job, "cluster": rec.backend,
+        "gpu_type": rec.gpu_type or "-", "status": rec.status,
+        "started_at": rec.started_at, "gpu_hours": rec.gpu_hours, "cpu_hours": rec.cpu_hours,
+        "cost_usd": rec.cost_usd, "api_cost_usd": rec.api_cost_usd, "total_usd": rec.total_cost_usd,
+        "target_usd": rec.target_usd,
+        "target_met": None if rec.target_usd is None else rec.cost_usd <= rec.target_usd,
     }
 
 
-def summarize(records: list[dict[str, Any]]) -> Summary:
+def summarize(records: list[RunRecord]) -> Summary:
     rows = sorted((run_row(r) for r in records), key=lambda r: (r["started_at"], r["run_id"]))
     s = Summary(rows)
     from alpaca_jobs.common import kinds
@@ -250,7 +248,7 @@ def render_loss_png(rows: list[dict[str, Any]], title: str = "") -> bytes:
     return _png(fig)
 
 
-def render_run_summary(rec: dict[str, Any], loss_png: bytes | None) -> str:
+def render_run_summary(rec: RunRecord, loss_png: bytes | None) -> str:
     """``summary.html`` of one run: its record's figures, and the loss curve inline."""
     import re
 
@@ -261,7 +259,7 @@ def render_run_summary(rec: dict[str, Any], loss_png: bytes | None) -> str:
     img = "" if loss_png is None else (
         '<h2>Loss</h2><img alt="training loss by step" '
         f'src="data:image/png;base64,{base64.b64encode(loss_png).decode()}">')
-    title = html.escape(f"{rec['run_id']}: {rec['job']} run, {rec['status']}")
+    title = html.escape(f"{rec.run_id}: {rec.job} run, {rec.status}")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin-bottom:1.5em}}
@@ -271,7 +269,7 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}img{{max-width:
 """
 
 
-def write_run_summary(rec: dict[str, Any], run_dir: Path) -> list[Path]:
+def write_run_summary(rec: RunRecord, run_dir: Path) -> list[Path]:
     """``loss.png`` (runs that logged losses) and ``summary.html`` in the run directory."""
     from alpaca_jobs.common.files import atomic_write
 
@@ -282,7 +280,7 @@ def write_run_summary(rec: dict[str, Any], run_dir: Path) -> list[Path]:
                 if isinstance(r.get("loss"), int | float)]
     written, png = [], None
     if rows:
-        png = render_loss_png(rows, f"{rec['run_id']}: training loss ({len(rows)} steps)")
+        png = render_loss_png(rows, f"{rec.run_id}: training loss ({len(rows)} steps)")
         (run_dir / "loss.png").write_bytes(png)
         written.append(run_dir / "loss.png")
     atomic_write(run_dir / "summary.html", render_run_summary(rec, png))

@@ -31,7 +31,7 @@ from alpaca_jobs.backends.states import State, is_active
 from alpaca_jobs.common import kinds
 from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.ops.record import load_record
-from alpaca_jobs.pipeline.spec import load_pipeline, resolve
+from alpaca_jobs.pipeline.spec import PLACEHOLDER, load_pipeline, resolve
 from alpaca_jobs.spec import load_spec
 
 PIPELINE_FILE = "pipeline.json"
@@ -162,15 +162,19 @@ class _Run:
             values.update(_pending("teacher"))
         elif t is not None:
             values.update({"teacher.url": t.url, "teacher.model": t.model})
+        unmade: dict[str, str] = {}  # outputs of the stages that are still to run -> their stage
         for stage in self.pspec.order:
             loaded, rid, kind = self._load(stage, values), f"{self.pid}-{stage}", kinds.get(stage)
             run_dir = self.backend.render(loaded, rid).run_dir
-            values.update(_outputs(stage, run_dir))
+            outputs = _outputs(stage, run_dir)
+            values.update(outputs)
             if kind.long_running:
                 values.update(_pending(stage))
             elif _finished(run_dir):
                 continue  # reused, not run again: it costs nothing more
-            runs.append(submission.Run(loaded, rid, self._label(stage, loaded)))
+            waits = _waiting_on(self.pspec.stages[stage].set, unmade)
+            unmade.update(dict.fromkeys(outputs, stage))
+            runs.append(submission.Run(loaded, rid, self._label(stage, loaded), waits))
         for p in submission.cost(self.backend, runs, self.options):
             stage = p.run.run_id.removeprefix(f"{self.pid}-")
             self.forecasts[stage] = p.forecast
@@ -274,6 +278,12 @@ def _outputs(stage: str, run_dir: Path) -> dict[str, str]:
     return {} if outputs is None else outputs(Path(run_dir))
 
 
+def _waiting_on(assignments: list[str], unmade: dict[str, str]) -> str:
+    """What a stage's inputs wait for: e.g. 'train.data is made by stage generate, not yet run'."""
+    refs = sorted({ref for a in assignments for ref in PLACEHOLDER.findall(a) if ref in unmade})
+    return "; ".join(f"${{{ref}}} is made by stage {unmade[ref]}, which has not run yet" for ref in refs)
+
+
 def _pending(server: str) -> dict[str, str]:
     """Stand-ins for what a server tells once it is up, to cost the stages that use it."""
     return {f"{server}.url": f"http://pending.invalid/{server}", f"{server}.model": f"pending-{server}"}
@@ -292,7 +302,7 @@ def _still_active(backend, run_dir: Path) -> JobHandle | None:
 
 def _finished(run_dir: Path) -> bool:
     rec = load_record(Path(run_dir))
-    return bool(rec and rec.get("status") == "completed")
+    return rec is not None and rec.status == "completed"
 
 
 def _follow(backend, handle: JobHandle, stage: str, pipe: Pipeline, echo, screen: Callable[[Path], Any],
@@ -320,8 +330,8 @@ def _follow(backend, handle: JobHandle, stage: str, pipe: Pipeline, echo, screen
     pipe.save()
     if state != "COMPLETED":
         rec = load_record(Path(handle.run_dir))
-        if rec and rec.get("error"):  # the job said why: that line, not its traceback
-            echo(f"[{stage}] ended {state}: {rec['error']}\n  (its log: alpaca-jobs logs {handle.run_id} "
+        if rec and rec.error:  # the job said why: that line, not its traceback
+            echo(f"[{stage}] ended {state}: {rec.error}\n  (its log: alpaca-jobs logs {handle.run_id} "
                  f"--runs-dir {Path(handle.run_dir).parent})")
         else:
             echo(f"[{stage}] ended {state}\n--- last lines of its log ---\n{_tail(backend.logs(handle))}")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from alpaca_jobs.common import kinds
-from alpaca_jobs.ops.record import load_record
+from alpaca_jobs.ops.record import RecordError, RunRecord, load_record
+
+log = logging.getLogger(__name__)
 
 
 def collect(pipeline_dir: Path) -> dict[str, Any]:
@@ -15,15 +18,24 @@ def collect(pipeline_dir: Path) -> dict[str, Any]:
     pipe = json.loads((pipeline_dir / "pipeline.json").read_text())
     stages = {}
     for name, run in pipe["stages"].items():
-        rec = load_record(Path(run["run_dir"])) or {}
+        rec = _record(Path(run["run_dir"]))
         stages[name] = {"run_id": run["run_id"], "status": run["status"], "run_dir": run["run_dir"],
-                        "gpu_hours": rec.get("gpu_hours", 0.0), "cpu_hours": rec.get("cpu_hours", 0.0),
-                        "compute_usd": rec.get("cost_usd", 0.0), "api_usd": rec.get("api_cost_usd", 0.0),
-                        "wall_seconds": rec.get("wall_seconds", 0.0), "record": rec}
+                        "gpu_hours": rec.gpu_hours if rec else 0.0, "cpu_hours": rec.cpu_hours if rec else 0.0,
+                        "compute_usd": rec.cost_usd if rec else 0.0, "api_usd": rec.api_cost_usd if rec else 0.0,
+                        "wall_seconds": rec.wall_seconds if rec else 0.0, "record": rec.to_dict() if rec else None}
     total = {k: round(sum(s[k] for s in stages.values()), 6)
              for k in ("gpu_hours", "cpu_hours", "compute_usd", "api_usd", "wall_seconds")}
     return {"id": pipe["id"], "cluster": pipe["cluster"], "stages": stages, "total": total,
             "checks": pipe.get("checks", {})}
+
+
+def _record(run_dir: Path) -> RunRecord | None:
+    """The stage's record; one that cannot be read counts as none (the summary says why)."""
+    try:
+        return load_record(run_dir)
+    except RecordError as exc:
+        log.warning("%s", exc)
+        return None
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -40,7 +52,8 @@ def format_summary(s: dict[str, Any]) -> str:
     lines.append("")
     for name, st in s["stages"].items():  # each stage's line, as its kind words it
         kind = kinds.find(name)
-        line = kind.summary(st.get("record") or {}) if kind is not None and kind.summary else None
+        rec = RunRecord.from_dict(st["record"]) if st.get("record") else None
+        line = kind.summary(rec) if rec is not None and kind is not None and kind.summary else None
         if line:
             lines.append(f"{line[0]:<10} {line[1]}")
     wm = s.get("checks", {}).get("watermark")

@@ -18,7 +18,7 @@ def serve_body(job) -> Any:
     cfg = job.spec.serve
     state = build_state(cfg)
     # alpaca_job_* on /metrics: the job's own GPU-seconds and cost, as they stand at each scrape
-    state.collectors.append(RecordCollector(lambda: vars(job.record("running"))))
+    state.collectors.append(RecordCollector(lambda: job.record("running")))
     logging.getLogger(__name__).info("serving %s on %s:%d", state.engine.name, cfg.host, cfg.port)
     uvicorn.run(create_app(state), host=cfg.host, port=cfg.port, log_level="info", access_log=False)
     return Outcome("stopped")

@@ -5,9 +5,12 @@ machine, and a model card (README.md) saying how it was made and what it cost.""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alpaca_jobs.common.template import chat_template
+
+if TYPE_CHECKING:
+    from alpaca_jobs.ops.record import RunRecord
 
 MACHINE_SETTINGS = ("local_files_only", "is_local", "cache_dir", "token", "use_auth_token")
 
@@ -21,30 +24,30 @@ def finish_tokenizer(tok, preamble_with_input: str, preamble_no_input: str, max_
         tok.init_kwargs.pop(key, None)
 
 
-def model_card(loaded: Any, rec: dict[str, Any]) -> str:
+def model_card(loaded: Any, rec: RunRecord) -> str:
     """README.md for the model directory: recipe, data, hardware, cost, how to prompt it."""
     spec, cfg = loaded.spec, loaded.spec.train
-    data = rec.get("data") or {}
-    loss = rec.get("final_loss")
+    data = rec.data
+    loss = rec.final_loss
     lines = [
         "---", "library_name: transformers", "pipeline_tag: text-generation", "tags: [alpaca, alpaca-jobs]", "---",
         f"# {spec.name}", "",
-        f"Instruction-tuned from `{cfg.base_model}` with the Alpaca recipe by alpaca-jobs (run `{rec['run_id']}`).",
+        f"Instruction-tuned from `{cfg.base_model}` with the Alpaca recipe by alpaca-jobs (run `{rec.run_id}`).",
         "", "## Recipe", "",
         f"- epochs {cfg.epochs}, learning rate {cfg.learning_rate} ({cfg.lr_scheduler}, warm-up {cfg.warmup_ratio}), "
         f"global batch {cfg.global_batch_size}, max length {cfg.max_length}, weight decay {cfg.weight_decay}",
-        f"- {rec['processes']} process(es) on {rec['nodes']} node(s) x {rec['gpus_per_node']} GPU(s) "
-        f"({rec.get('gpu_type') or 'CPU'}), FSDP2, {loaded.layout.mixed_precision} precision",
-        f"- steps {rec.get('steps')}/{rec.get('total_steps')}, final loss "
-        f"{'-' if loss is None else f'{loss:.4f}'}, {rec.get('tokens_per_second', 0):,.0f} tokens/s",
+        f"- {rec.processes} process(es) on {rec.nodes} node(s) x {rec.gpus_per_node} GPU(s) "
+        f"({rec.gpu_type or 'CPU'}), FSDP2, {loaded.layout.mixed_precision} precision",
+        f"- steps {rec.steps}/{rec.total_steps}, final loss "
+        f"{'-' if loss is None else f'{loss:.4f}'}, {rec.tokens_per_second:,.0f} tokens/s",
         "", "## Data", "",
         f"- `{cfg.data}`: {data.get('kept', '?')} examples kept of {data.get('records_read', '?')} "
         f"({data.get('skipped_empty_output', 0)} empty outputs and {data.get('skipped_duplicate', 0)} "
         "duplicates dropped)",
         "", "## Cost", "",
-        f"- {rec['gpu_hours']:.4f} GPU-hours, {rec['cpu_hours']:.4f} CPU-hours over {rec['attempts']} "
-        f"attempt(s): ${rec['cost_usd']:.2f} at ${rec['price_per_gpu_hour_usd']:.2f}/GPU-h "
-        f"[{rec['price_source']}] (as measured when the model was written)",
+        f"- {rec.gpu_hours:.4f} GPU-hours, {rec.cpu_hours:.4f} CPU-hours over {rec.attempts} "
+        f"attempt(s): ${rec.cost_usd:.2f} at ${rec.price_per_gpu_hour_usd:.2f}/GPU-h "
+        f"[{rec.price_source}] (as measured when the model was written)",
         "", "## Evaluation", "",
         "- Not evaluated when written. `alpaca-jobs submit jobs/evaluate.yaml` compares it with "
         "another system, blind and pairwise; the pipeline's summary holds the result.",
@@ -59,7 +62,7 @@ def model_card(loaded: Any, rec: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_card(model_dir: Path, loaded: Any, rec: dict[str, Any]) -> Path:
+def write_card(model_dir: Path, loaded: Any, rec: RunRecord) -> Path:
     from alpaca_jobs.common.files import atomic_write
 
     path = model_dir / "README.md"

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.common.kinds import Kind, Visible
+
+if TYPE_CHECKING:
+    from alpaca_jobs.ops.record import RunRecord
 
 STANFORD_TARGET_USD = 100.0  # Alpaca: "< $100" on 8x A100-80GB for 3 hours
 CHARS_PER_TOKEN = 4.0  # assumed before launch (no tokenizer yet): English BPE text averages ~4
@@ -30,7 +33,7 @@ def preflight(loaded: Any, visible: Visible) -> None:
                             f"{stats.skipped_duplicate} duplicates")
 
 
-def expected_hours(loaded: Any, records: list[dict[str, Any]]) -> tuple[float | None, str]:
+def expected_hours(loaded: Any, records: list[RunRecord]) -> tuple[float | None, str]:
     """Tokens to train (from the data, at an assumed characters-per-token) over the throughput
     of the latest completed training run on the same hardware in the ledger, plus that run's
     start-up and checkpoint time."""
@@ -46,32 +49,31 @@ def expected_hours(loaded: Any, records: list[dict[str, Any]]) -> tuple[float | 
     if cfg.max_steps:
         n = min(n, cfg.max_steps * cfg.global_batch_size)
     tokens = n * per_example
-    same = [r for r in records if r.get("job") == "train" and r.get("status") == "completed"
-            and r.get("gpu_type") == spec.resources.gpu_type and r.get("processes") == spec.resources.world_size
-            and r.get("tokens_per_second")]
+    same = [r for r in records if r.job == "train" and r.status == "completed"
+            and r.gpu_type == spec.resources.gpu_type and r.processes == spec.resources.world_size
+            and r.tokens_per_second]
     if not same:
         return None, ("no completed training run on this hardware in the ledger yet to take a "
                       "throughput from; the bound above holds")
     last = same[-1]
-    overhead = max(0.0, last.get("wall_seconds", 0.0) / max(1, last.get("attempts", 1))
-                   - last.get("train_loop_seconds", 0.0))
-    hours = (tokens / last["tokens_per_second"] + overhead) / 3600
+    overhead = max(0.0, last.wall_seconds / max(1, last.attempts) - last.train_loop_seconds)
+    hours = (tokens / last.tokens_per_second + overhead) / 3600
     return hours, (f"~{tokens:,.0f} tokens ({n} examples, {CHARS_PER_TOKEN:g} characters per token "
-                   f"assumed) at {last['tokens_per_second']:,.0f} tokens/s measured by run "
-                   f"{last['run_id']}, plus its {overhead:.0f} s of start-up and checkpoints")
+                   f"assumed) at {last.tokens_per_second:,.0f} tokens/s measured by run "
+                   f"{last.run_id}, plus its {overhead:.0f} s of start-up and checkpoints")
 
 
 def outputs(run_dir: Path) -> dict[str, str]:
     return {"train.model": str(run_dir / "model")}
 
 
-def report_rows(rec: dict[str, Any]) -> list[tuple[str, str]]:
+def report_rows(rec: RunRecord) -> list[tuple[str, str]]:
     from alpaca_jobs.ops.present import train_rows
 
     return train_rows(rec)
 
 
-def _summary(rec: dict[str, Any]) -> tuple[str, str] | None:
+def _summary(rec: RunRecord) -> tuple[str, str] | None:
     from alpaca_jobs.ops.present import training_line
 
     return training_line(rec)

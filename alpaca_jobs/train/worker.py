@@ -24,11 +24,9 @@ def train_body(job) -> Any:
         dist.barrier()  # every process has recorded its usage
     outcome = Outcome(result.status, _fields(job.loaded, job.run_dir, result)) if job.rank == 0 else None
     if outcome is not None and result.model_dir is not None:
-        from dataclasses import asdict
-
         from alpaca_jobs.train.card import write_card
 
-        write_card(result.model_dir, job.loaded, asdict(job.record(outcome.status, **outcome.fields)))
+        write_card(result.model_dir, job.loaded, job.record(outcome.status, **outcome.fields))
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
