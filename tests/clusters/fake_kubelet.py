@@ -143,6 +143,7 @@ class Kubelet:
                 holder, ip = self.net.create(pod, maps)
             else:
                 for path, files in maps.items():
+                    Path(path).mkdir(parents=True, exist_ok=True)  # a fresh machine has no /etc/alpaca-jobs
                     for fname, text in files.items():
                         (Path(path) / fname).write_text(text)
             env = self._env(pod, c, ip)

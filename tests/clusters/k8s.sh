@@ -17,8 +17,10 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 PYTHON=${PYTHON:-python3}
 BIN=$CACHE/bin
 TOKEN=alpaca-jobs-test-admin-token
-
-log() { echo "[k8s.sh] $*" >&2; }
+PIDS=$DIR/pids
+LOG_TAG=k8s.sh
+# shellcheck source=daemons.sh
+source "$HERE/daemons.sh"  # log, wait_for, alive/start/stop by pid file
 
 build() {
   if [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kube-controller-manager" ] && [ -x "$BIN/kube-scheduler" ]; then
@@ -49,29 +51,9 @@ build() {
   cp "$src/.go/src/k8s.io/kubernetes/_output/bin/"kube-{apiserver,controller-manager,scheduler} "$BIN/"
 }
 
-wait_for() {
-  local secs=$1 what=$2; shift 2
-  for _ in $(seq $((secs * 5))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
-  log "timed out waiting for $what"; return 1
-}
-
-# Every daemon is started here and tracked by its pid file in $DIR/pids: `up` starts what is not
+# Every daemon is started here and tracked by its pid file in $PIDS: `up` starts what is not
 # running, `down` stops exactly those processes (never by name: another cluster's etcd or
 # kube-apiserver on the machine is left alone).
-alive() {  # alive NAME MARK: the pid in $DIR/pids/NAME.pid runs and its command line holds MARK
-  local f=$DIR/pids/$1.pid pid
-  [ -s "$f" ] || return 1
-  pid=$(cat "$f")
-  [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$2"
-}
-
-start() {  # start NAME MARK LOG COMMAND...: in a session of its own, unless already running
-  local name=$1 mark=$2 logf=$3
-  shift 3
-  alive "$name" "$mark" && return 0
-  setsid "$@" >"$logf" 2>&1 </dev/null &
-  echo $! >"$DIR/pids/$name.pid"
-}
 
 up() {
   build
@@ -88,10 +70,10 @@ users: [{name: admin, user: {token: $TOKEN}}]
 contexts: [{name: test, context: {cluster: test, user: admin, namespace: default}}]
 current-context: test
 EOF
-  start etcd "--data-dir $DIR/etcd" "$DIR/log/etcd.log" etcd --name alpaca-test --data-dir "$DIR/etcd" \
+  start "$PIDS/etcd.pid" "--data-dir $DIR/etcd" "$DIR/log/etcd.log" etcd --name alpaca-test --data-dir "$DIR/etcd" \
     --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
     --listen-peer-urls http://127.0.0.1:2380
-  start apiserver "$BIN/kube-apiserver" "$DIR/log/apiserver.log" "$BIN/kube-apiserver" \
+  start "$PIDS/apiserver.pid" "$BIN/kube-apiserver" "$DIR/log/apiserver.log" "$BIN/kube-apiserver" \
     --etcd-servers=http://127.0.0.1:2379 \
     --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port=6443 --cert-dir="$DIR/certs" \
     --token-auth-file="$DIR/tokens.csv" --authorization-mode=Node,RBAC \
@@ -99,12 +81,12 @@ EOF
     --service-account-signing-key-file="$DIR/sa.key" --service-cluster-ip-range=10.96.0.0/16 \
     --allow-privileged=true
   wait_for 60 kube-apiserver kubectl --kubeconfig "$DIR/kubeconfig" get --raw /readyz
-  start controller-manager "$BIN/kube-controller-manager" "$DIR/log/controller-manager.log" \
+  start "$PIDS/controller-manager.pid" "$BIN/kube-controller-manager" "$DIR/log/controller-manager.log" \
     "$BIN/kube-controller-manager" --kubeconfig="$DIR/kubeconfig" --service-account-private-key-file="$DIR/sa.key" \
     --leader-elect=false --controllers='*'
-  start scheduler "$BIN/kube-scheduler" "$DIR/log/scheduler.log" "$BIN/kube-scheduler" \
+  start "$PIDS/scheduler.pid" "$BIN/kube-scheduler" "$DIR/log/scheduler.log" "$BIN/kube-scheduler" \
     --kubeconfig="$DIR/kubeconfig" --leader-elect=false
-  start kubelet "$HERE/fake_kubelet.py" "$DIR/log/fake-kubelet.log" "$PYTHON" "$HERE/fake_kubelet.py" \
+  start "$PIDS/kubelet.pid" "$HERE/fake_kubelet.py" "$DIR/log/fake-kubelet.log" "$PYTHON" "$HERE/fake_kubelet.py" \
     --kubeconfig "$DIR/kubeconfig" --state "$DIR/node"
   wait_for 60 "node Ready" bash -c "kubectl --kubeconfig '$DIR/kubeconfig' get nodes 2>/dev/null | grep -q ' Ready'"
   wait_for 60 "default service account" kubectl --kubeconfig "$DIR/kubeconfig" get serviceaccount default
@@ -112,24 +94,14 @@ EOF
   echo "$DIR/kubeconfig"
 }
 
-stop() {  # stop NAME MARK: SIGTERM, up to 30 s, then SIGKILL; only the pid in its pid file
-  local pid
-  if alive "$1" "$2"; then
-    pid=$(cat "$DIR/pids/$1.pid")
-    kill "$pid" 2>/dev/null || true
-    wait_for 30 "$1 (pid $pid) to exit" bash -c "! [ -e /proc/$pid ]" || kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$DIR/pids/$1.pid"
-}
-
 down() {
-  stop kubelet "$HERE/fake_kubelet.py"
+  stop "$PIDS/kubelet.pid" "$HERE/fake_kubelet.py"
   # The network namespaces (holders, by pid file) and the bridge the kubelet's pods used.
   python3 "$HERE/pod_network.py" "$DIR/node" 2>/dev/null || true
-  stop scheduler "$BIN/kube-scheduler"
-  stop controller-manager "$BIN/kube-controller-manager"
-  stop apiserver "$BIN/kube-apiserver"
-  stop etcd "--data-dir $DIR/etcd"
+  stop "$PIDS/scheduler.pid" "$BIN/kube-scheduler"
+  stop "$PIDS/controller-manager.pid" "$BIN/kube-controller-manager"
+  stop "$PIDS/apiserver.pid" "$BIN/kube-apiserver"
+  stop "$PIDS/etcd.pid" "--data-dir $DIR/etcd"
   log "down"
 }
 
@@ -137,6 +109,6 @@ case "${1:-}" in
   build) build ;;
   up) up ;;
   down) down ;;
-  running) alive apiserver "$BIN/kube-apiserver" ;;  # this script's control plane (pid file) is up
+  running) alive "$PIDS/apiserver.pid" "$BIN/kube-apiserver" ;;  # this script's control plane (pid file) is up
   *) echo "usage: $0 build|up|down|running" >&2; exit 2 ;;
 esac

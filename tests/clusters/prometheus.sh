@@ -5,6 +5,7 @@
 #
 #   tests/clusters/prometheus.sh up      # install (apt, first time) and start; idempotent
 #   tests/clusters/prometheus.sh down    # stop what it started; delete its data
+#   tests/clusters/prometheus.sh running # exit 0 when the Prometheus this script started runs
 #   tests/clusters/prometheus.sh status
 #
 # `up` prints two lines: PROMETHEUS_URL=... and PUSHGATEWAY_URL=... Ports: $PROMETHEUS_PORT
@@ -16,8 +17,12 @@ PUSH_PORT=${PUSHGATEWAY_PORT:-19091}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 PROM_URL=http://127.0.0.1:$PROM_PORT
 PUSH_URL=http://127.0.0.1:$PUSH_PORT
-
-log() { echo "[prometheus.sh] $*" >&2; }
+# What marks each daemon as ours (its command line holds it): its data under $DIR.
+PROM_MARK=--storage.tsdb.path=$DIR/data/tsdb
+PUSH_MARK=--persistence.file=$DIR/data/pushgateway.data
+LOG_TAG=prometheus.sh
+# shellcheck source=daemons.sh
+source "$(dirname "$0")/daemons.sh"  # log, wait_for, alive/start/stop by pid file
 
 install() {
   if ! command -v prometheus >/dev/null || ! command -v prometheus-pushgateway >/dev/null \
@@ -46,38 +51,19 @@ scrape_configs:
 EOF
 }
 
-wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
-  local secs=$1 what=$2; shift 2
-  for _ in $(seq $((secs * 5))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
-  log "timed out waiting for $what"; return 1
-}
-
 ready() { curl -fsS "$1" >/dev/null; }
-
-alive() {  # alive NAME: the process from our pid file runs
-  local pid
-  [ -f "$DIR/$1.pid" ] && pid=$(cat "$DIR/$1.pid") && kill -0 "$pid" 2>/dev/null
-}
-
-start() {  # start NAME COMMAND...: in the background, detached, pid in $DIR/NAME.pid
-  local name=$1; shift
-  setsid "$@" >"$DIR/log/$name.log" 2>&1 < /dev/null &
-  echo $! > "$DIR/$name.pid"
-}
 
 up() {
   install
   write_config
-  if ! alive pushgateway; then
-    start pushgateway prometheus-pushgateway --web.listen-address="127.0.0.1:$PUSH_PORT" \
-      --web.enable-admin-api --persistence.file="$DIR/data/pushgateway.data"
-  fi
+  start "$DIR/pushgateway.pid" "$PUSH_MARK" "$DIR/log/pushgateway.log" prometheus-pushgateway \
+    --web.listen-address="127.0.0.1:$PUSH_PORT" --web.enable-admin-api "$PUSH_MARK"
   wait_for 30 pushgateway ready "$PUSH_URL/-/ready" || { tail -20 "$DIR/log/pushgateway.log" >&2; exit 1; }
-  if alive prometheus; then
+  if alive "$DIR/prometheus.pid" "$PROM_MARK"; then
     curl -fsS -X POST "$PROM_URL/-/reload" >/dev/null  # pick up a changed alerts.yml
   else
-    start prometheus prometheus --config.file="$DIR/prometheus.yml" \
-      --storage.tsdb.path="$DIR/data/tsdb" --web.listen-address="127.0.0.1:$PROM_PORT" \
+    start "$DIR/prometheus.pid" "$PROM_MARK" "$DIR/log/prometheus.log" prometheus \
+      --config.file="$DIR/prometheus.yml" "$PROM_MARK" --web.listen-address="127.0.0.1:$PROM_PORT" \
       --web.enable-lifecycle --web.enable-admin-api
   fi
   wait_for 60 prometheus ready "$PROM_URL/-/ready" || { tail -20 "$DIR/log/prometheus.log" >&2; exit 1; }
@@ -86,18 +72,9 @@ up() {
   echo "PUSHGATEWAY_URL=$PUSH_URL"
 }
 
-stop() {  # stop NAME: only the process this script started
-  if alive "$1"; then
-    local pid; pid=$(cat "$DIR/$1.pid")
-    kill "$pid" 2>/dev/null || true
-    wait_for 30 "$1 to exit" bash -c "! kill -0 $pid" || kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$DIR/$1.pid"
-}
-
 down() {
-  stop prometheus
-  stop pushgateway
+  stop "$DIR/prometheus.pid" "$PROM_MARK"
+  stop "$DIR/pushgateway.pid" "$PUSH_MARK"
   rm -rf "$DIR/data"
   log "down"
 }
@@ -105,9 +82,11 @@ down() {
 case "${1:-}" in
   up) up ;;
   down) down ;;
+  running) alive "$DIR/prometheus.pid" "$PROM_MARK" ;;  # exit 0 when this script's Prometheus runs
   status)
-    for n in pushgateway prometheus; do
-      if alive "$n"; then echo "$n: running (pid $(cat "$DIR/$n.pid"))"; else echo "$n: stopped"; fi
+    for n in pushgateway:$PUSH_MARK prometheus:$PROM_MARK; do
+      if alive "$DIR/${n%%:*}.pid" "${n#*:}"; then echo "${n%%:*}: running (pid $(cat "$DIR/${n%%:*}.pid"))"
+      else echo "${n%%:*}: stopped"; fi
     done ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|running|status" >&2; exit 2 ;;
 esac

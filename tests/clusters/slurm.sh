@@ -29,8 +29,9 @@ DB_PORT=13306
 NET=10.213.77  # the bridge is .1 (slurmctld's address); node i is .1i
 BRIDGE=aj-slurm0
 NODES=(alpaca-n1 alpaca-n2)
-
-log() { echo "[slurm.sh] $*" >&2; }
+LOG_TAG=slurm.sh
+# shellcheck source=daemons.sh
+source "$(dirname "$0")/daemons.sh"  # log, wait_for, alive PIDFILE MARK, stop PIDFILE MARK
 
 install() {
   if ! command -v slurmctld >/dev/null || ! command -v slurmdbd >/dev/null || ! command -v mariadbd >/dev/null; then
@@ -110,30 +111,6 @@ EOF
     echo "$NET.1 $HOST"
     for i in "${!NODES[@]}"; do echo "$NET.1$((i + 1)) ${NODES[$i]}"; done
   } > "$DIR/hosts"
-}
-
-wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
-  local secs=$1 what=$2; shift 2
-  for _ in $(seq $((secs * 5))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
-  log "timed out waiting for $what"; return 1
-}
-
-# --- our daemons, by pid file -------------------------------------------------------------
-# alive PIDFILE COMM: the pid in PIDFILE runs and is still COMM (a recycled pid is not ours).
-alive() {
-  local pid
-  [ -s "$1" ] && pid=$(cat "$1") && [ -r "/proc/$pid/comm" ] && [ "$(cat "/proc/$pid/comm")" = "$2" ]
-}
-
-# stop PIDFILE COMM: TERM, then KILL after 30 s; only the process the pid file names.
-stop() {
-  local pid
-  if alive "$1" "$2"; then
-    pid=$(cat "$1")
-    kill "$pid" 2>/dev/null || true
-    wait_for 30 "$2 (pid $pid) to exit" bash -c "! [ -e /proc/$pid ]" || kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$1"
 }
 
 db() { mariadb --socket="$DB_SOCKET" "$@"; }

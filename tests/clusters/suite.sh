@@ -14,13 +14,12 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 C=tests/clusters
 
-running() { command -v pgrep >/dev/null && pgrep -x "$1" >/dev/null 2>&1; }
-was_up() { if running "$1"; then echo 1; else echo 0; fi; }
-# Slurm: this suite's own cluster, by its pid files (another Slurm on the machine is not ours).
-if $C/slurm.sh running 2>/dev/null; then SLURM_WAS_UP=1; else SLURM_WAS_UP=0; fi
-# Kubernetes: likewise this suite's control plane, by its pid files.
-if $C/k8s.sh running 2>/dev/null; then K8S_WAS_UP=1; else K8S_WAS_UP=0; fi
-PROM_WAS_UP=$(was_up prometheus)
+# Each cluster script answers `running` for its own daemons, by their pid files: another Slurm,
+# control plane or Prometheus on the machine is not ours to leave up or to stop.
+was_up() { if $C/"$1" running 2>/dev/null; then echo 1; else echo 0; fi; }
+SLURM_WAS_UP=$(was_up slurm.sh)
+K8S_WAS_UP=$(was_up k8s.sh)
+PROM_WAS_UP=$(was_up prometheus.sh)
 
 stop() {
   [ "$SLURM_WAS_UP" = 1 ] || $C/slurm.sh down >/dev/null 2>&1 || true
