@@ -33,6 +33,18 @@ def test_fields_a_newer_writer_added_are_ignored(tmp_path):
     assert RunRecord.from_dict(data) == run_record()
 
 
+def test_an_older_writers_record_without_a_target_is_held_to_its_kinds(tmp_path):
+    """A record written before records carried target_usd still reads, and a training run is
+    held to the $100 its kind defaults to (dashboards and reports keep its budget line)."""
+    for job, target in (("train", 100.0), ("generate", None), ("a-kind-this-install-lacks", None)):
+        data = {**run_record(job=job).to_dict()}
+        del data["target_usd"], data["target_met"]
+        rec = RunRecord.from_dict(data)
+        assert rec.target_usd == target and rec.target_met is None
+    kept = RunRecord.from_dict({**run_record(job="train").to_dict(), "target_usd": 40.0})
+    assert kept.target_usd == 40.0  # the record's own target wins
+
+
 def _broken(rec: RunRecord, **change) -> str:
     data = rec.to_dict()
     for key, value in change.items():

@@ -54,8 +54,8 @@ class RunRecord:
     price_source: str
     cpu_core_hour_usd: float
     cost_usd: float
-    target_usd: float | None
-    target_met: bool | None
+    target_usd: float | None = None  # missing in a record an older writer left: see from_dict
+    target_met: bool | None = None
     steps: int = 0
     total_steps: int = 0
     tokens_trained: int = 0
@@ -106,6 +106,8 @@ class RunRecord:
 
         if not isinstance(data, dict):
             raise RecordError(f"{source}: not a run record (a JSON object), got {type(data).__name__}")
+        if "target_usd" not in data:  # an older writer's record: the budget its kind holds runs to
+            data = {**data, "target_usd": _default_target(data.get("job"))}
         try:
             rec = _adapter().validate_python(data)
         except ValidationError as exc:
@@ -124,6 +126,13 @@ class RunRecord:
         except ValueError as exc:
             raise RecordError(f"{source}: not JSON ({exc})") from None
         return cls.from_dict(data, source)
+
+
+def _default_target(job: Any) -> float | None:
+    from alpaca_jobs.common import kinds
+
+    kind = kinds.find(job) if isinstance(job, str) else None
+    return None if kind is None else kind.default_target_usd
 
 
 @cache

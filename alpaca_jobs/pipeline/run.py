@@ -279,7 +279,8 @@ def _outputs(stage: str, run_dir: Path) -> dict[str, str]:
 
 
 def _waiting_on(assignments: list[str], unmade: dict[str, str]) -> str:
-    """What a stage's inputs wait for: e.g. 'train.data is made by stage generate, not yet run'."""
+    """Which of a stage's inputs (``${kind.name}`` in its assignments) a stage still to run makes:
+    e.g. '${generate.data} is made by stage generate, which has not run yet'; '' when none."""
     refs = sorted({ref for a in assignments for ref in PLACEHOLDER.findall(a) if ref in unmade})
     return "; ".join(f"${{{ref}}} is made by stage {unmade[ref]}, which has not run yet" for ref in refs)
 
