@@ -64,7 +64,9 @@ def _cycles(graph) -> list[list[str]]:
 
 
 def test_no_import_cycles():
-    graph = grimp.build_graph("alpaca_jobs")
+    # As in .importlinter: an `if TYPE_CHECKING:` import is an annotation, never run, so it
+    # closes no circle (common.kinds names the record model that reads kinds' budgets).
+    graph = grimp.build_graph("alpaca_jobs", exclude_type_checking_imports=True)
     assert _cycles(graph) == []
 
 
