@@ -269,7 +269,8 @@ def test_the_pipeline_draws_a_stage_bar_on_a_terminal(tmp_path, monkeypatch):
     import threading
 
     from alpaca_jobs.backends import get_backend
-    from alpaca_jobs.pipeline.run import Pipeline, StageRun, _follow
+    from alpaca_jobs.pipeline.run import _follow
+    from alpaca_jobs.pipeline.state import Pipeline, StageRun
     from alpaca_jobs.spec import load_spec
 
     monkeypatch.setenv("ALPACA_JOBS_LEDGER", str(tmp_path / "ledger.sqlite3"))

@@ -73,7 +73,7 @@ def test_a_file_that_is_not_a_record_names_itself_and_the_field(tmp_path, text, 
 
 def test_non_utf8_record_is_refused_with_what_to_do(tmp_path):
     (tmp_path / "run.json").write_bytes(b'{"run_id": "\xff\xfe"}')
-    with pytest.raises(RecordError, match="cannot read this run record .* move it away"):
+    with pytest.raises(RecordError, match=r"run.json: not UTF-8 \(byte 0xff at offset 12\); move it away"):
         load_record(tmp_path)
 
 
@@ -108,9 +108,10 @@ def test_status_and_list_say_which_record_is_broken(tmp_path):
     run_record(run_id="fine").write(runs / "fine")
     _finished_local_run(runs, "torn")
     (runs / "torn" / "run.json").write_text('{"run_id": "torn", "job": "tr')  # cut off mid-write
-    torn = cli("status", "torn", "--runs-dir", str(runs))
-    assert torn.returncode == 2 and "Traceback" not in torn.stderr, torn.stderr
-    assert f"{runs / 'torn' / 'run.json'}: not JSON" in torn.stderr
+    torn = cli("status", "torn", "--runs-dir", str(runs))  # its state (as the backend has it), then why no report
+    assert torn.returncode == 0 and "Traceback" not in torn.stderr, torn.stderr
+    assert torn.stdout.startswith("torn: UNKNOWN (local job ")
+    assert f"torn: no report: {runs / 'torn' / 'run.json'}: not JSON" in torn.stderr
     listed = cli("list", "--runs-dir", str(runs))
     assert listed.returncode == 0, listed.stderr
     lines = {ln.split()[0]: ln for ln in listed.stdout.splitlines()[1:] if ln.strip()}

@@ -24,6 +24,10 @@ from alpaca_jobs.spec import LoadedSpec
 HANDLE_FILE = "handle.json"
 
 
+class HandleError(UserError):
+    """A ``handle.json`` that cannot be read back: which file, which field, what to do."""
+
+
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -75,7 +79,21 @@ class JobHandle:
 
     @classmethod
     def load(cls, run_dir: Path) -> JobHandle:
-        return cls(**json.loads((run_dir / HANDLE_FILE).read_text()))
+        """The handle ``submit`` saved in ``run_dir``; a HandleError naming the file (and the
+        field) when there is none or it is damaged."""
+        from alpaca_jobs.common.statefiles import as_type, read_json
+
+        path = Path(run_dir) / HANDLE_FILE
+        fix = (f"it is what submit wrote about this job: restore it, or move {Path(run_dir).name} away "
+               "(a job still running is not stopped by that: cancel it on the cluster by its id)")
+        data = read_json(path, fix, HandleError)
+        if data is None:
+            raise HandleError(f"{path}: no such file; this run was never submitted from here")
+        handle = as_type(cls, data, str(path), HandleError, "a job handle (a JSON object)", fix)
+        empty = [f for f in ("run_id", "backend", "job_id", "run_dir") if not getattr(handle, f)]
+        if empty:
+            raise HandleError(f"{path}: {', '.join(empty)}: must not be empty; {fix}")
+        return handle
 
 
 

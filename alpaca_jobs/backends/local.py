@@ -18,13 +18,20 @@ from typing import Any
 
 import yaml
 
-from alpaca_jobs.backends.base import Backend, Capabilities, JobHandle, PayloadSubmission
+from alpaca_jobs.backends.base import (
+    HANDLE_FILE,
+    Backend,
+    Capabilities,
+    HandleError,
+    JobHandle,
+    PayloadSubmission,
+)
 from alpaca_jobs.backends.naming import translate
 from alpaca_jobs.backends.states import State, record_state
 from alpaca_jobs.common import kinds
 from alpaca_jobs.job import Payload
 from alpaca_jobs.launch import RankSource, plan_launch
-from alpaca_jobs.ops.record import load_record
+from alpaca_jobs.ops.record import RecordError, load_record
 from alpaca_jobs.spec import LoadedSpec
 
 RUN_PAYLOAD = "alpaca_jobs.runtime:run_payload"  # what submitit runs, for every kind
@@ -101,19 +108,32 @@ class LocalBackend(Backend):
 
     def status(self, handle: JobHandle) -> State:
         """Running while its controller process lives; then what its run record says (a
-        process that died before writing one: FAILED, and its log says why)."""
-        if _alive(int(handle.job_id)):
+        process that died before writing one: FAILED, and its log says why; a record that
+        cannot be read: UNKNOWN, and ``load_record`` says why)."""
+        if _alive(_pid(handle)):
             return State.RUNNING
-        rec = load_record(Path(handle.run_dir))
+        try:
+            rec = load_record(Path(handle.run_dir))
+        except RecordError:
+            return State.UNKNOWN
         return State.FAILED if rec is None else record_state(rec.status)
 
     def cancel(self, handle: JobHandle) -> str:
-        pid = int(handle.job_id)
+        pid = _pid(handle)
         if not _alive(pid):
             return f"{handle.run_id} is gone (no process {pid}); nothing to cancel"
         os.kill(pid, signal.SIGTERM)  # the controller forwards it to every worker
         return (f"SIGTERM sent to {handle.run_id} (process {pid}): its workers checkpoint, then stop; "
                 f"`alpaca-jobs submit SPEC --run-id {handle.run_id}` resumes it")
+
+
+def _pid(handle: JobHandle) -> int:
+    """A local run's job id: its controller's process id."""
+    try:
+        return int(handle.job_id)
+    except ValueError:
+        raise HandleError(f"{Path(handle.run_dir) / HANDLE_FILE}: job_id: {handle.job_id!r} is not a process id "
+                          "(a local run's job id is its controller's pid); restore the file") from None
 
 
 @contextmanager

@@ -80,8 +80,9 @@ def _row_of_handle(run_dir: Path, live: bool) -> RunRow | None:
 
     try:
         handle = JobHandle.load(run_dir)
-    except (OSError, ValueError, TypeError):
-        return None
+    except UserError as exc:  # listed, with why, not skipped: a damaged run is still a run
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run_dir.stat().st_mtime))
+        return RunRow(run_dir.name, _kind_of(run_dir), "?", str(State.UNKNOWN), started, why=str(exc))
     try:
         rec = load_record(run_dir)
     except UserError as exc:  # listed, with why its record is unreadable, not skipped
@@ -312,25 +313,38 @@ def status(run: str | None, runs_dir: str | None) -> None:
         _pipeline_status(pipe_dir)
         return
     backend, handle = find_run(run, runs_dir)
-    state = backend.status(handle)
-    click.echo(f"{handle.run_id}: {state} ({handle.backend} job {handle.job_id})")
-    backend.finalize(handle)
+    try:
+        rec = load_record(Path(handle.run_dir))
+    except UserError as exc:  # the job may still be running: say what the scheduler says, then why
+        click.echo(f"{handle.run_id}: {_asked(backend, handle)} ({handle.backend} job {handle.job_id})")
+        click.echo(f"{handle.run_id}: no report: {exc}", err=True)
+        return
+    click.echo(f"{handle.run_id}: {_asked(backend, handle)} ({handle.backend} job {handle.job_id})")
+    backend.finalize(handle)  # adds what only the scheduler knows to the record, once it ended
     rec = load_record(Path(handle.run_dir))
     if rec:
         click.echo(format_report(rec))
 
 
-def _pipeline_status(pipe_dir: Path) -> None:
+def _asked(backend, handle) -> State:
+    """The job's state as its backend tells it; UNKNOWN (the reason on stderr) when it cannot."""
     import json
 
-    from alpaca_jobs.pipeline.run import StageRun, _state_of
+    try:
+        return backend.status(handle)
+    except (UserError, OSError, json.JSONDecodeError) as exc:
+        click.echo(f"{handle.run_id}: {handle.backend} could not be asked: {exc}", err=True)
+        return State.UNKNOWN
+
+
+def _pipeline_status(pipe_dir: Path) -> None:
+    from alpaca_jobs.pipeline.state import Pipeline, stage_state
     from alpaca_jobs.pipeline.summary import collect, format_summary
 
-    body = json.loads((pipe_dir / "pipeline.json").read_text())
-    for name, run in body["stages"].items():
-        stage = StageRun(**run)
-        body["stages"][name]["status"] = _state_of(stage) if stage.job_id else stage.status
-    (pipe_dir / "pipeline.json").write_text(json.dumps(body, indent=1) + "\n")
+    pipe = Pipeline.load(pipe_dir)
+    for stage in pipe.stages.values():
+        stage.status = stage_state(stage) if stage.job_id else stage.status
+    pipe.save()
     click.echo(format_summary(collect(pipe_dir)))
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.common.files import atomic_write
+from alpaca_jobs.common.statefiles import as_type, read_json
 
 RECORD_FILE = "run.json"
 # "running": a live job's record as it stands; "stopped": a server that was told to stop.
@@ -102,16 +102,9 @@ class RunRecord:
     def from_dict(cls, data: Any, source: str = "run record") -> RunRecord:
         """The record in ``data`` (a ``run.json``'s mapping), each field checked; a RecordError
         naming ``source`` and every wrong or missing field otherwise."""
-        from pydantic import ValidationError
-
-        if not isinstance(data, dict):
-            raise RecordError(f"{source}: not a run record (a JSON object), got {type(data).__name__}")
-        if "target_usd" not in data:  # an older writer's record: the budget its kind holds runs to
+        if isinstance(data, dict) and "target_usd" not in data:  # an older writer's: its kind's budget
             data = {**data, "target_usd": _default_target(data.get("job"))}
-        try:
-            rec = _adapter().validate_python(data)
-        except ValidationError as exc:
-            raise RecordError("\n".join(_problem(source, err) for err in exc.errors())) from None
+        rec = as_type(RunRecord, data, source, RecordError, "a run record (a JSON object)")
         empty = [f for f in ("run_id", "job", "backend") if not getattr(rec, f)]
         if empty:
             raise RecordError(f"{source}: {', '.join(empty)}: must not be empty")
@@ -135,33 +128,12 @@ def _default_target(job: Any) -> float | None:
     return None if kind is None else kind.default_target_usd
 
 
-@cache
-def _adapter() -> Any:
-    from pydantic import TypeAdapter
-
-    return TypeAdapter(RunRecord)
-
-
-def _problem(source: str, err: Any) -> str:
-    loc = ".".join(str(p) for p in err["loc"])
-    msg = "required field is missing" if err["type"] == "missing" else f"{err['msg']} (got {err.get('input')!r})"
-    return f"{source}: {loc}: {msg}"
-
-
 def load_record(run_dir: Path) -> RunRecord | None:
     """The run's record, None while it has none; a RecordError naming the file when that is not
     a record (not UTF-8, not JSON, a field missing or of the wrong type)."""
     path = Path(run_dir) / RECORD_FILE
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RecordError(f"{path}: cannot read this run record ({exc}); move it away to start the "
-                          "run's record afresh") from None
-    return RunRecord.from_json(text, str(path))
-
-
+    data = read_json(path, "move it away to start the run's record afresh", RecordError)
+    return None if data is None else RunRecord.from_dict(data, str(path))
 
 
 def cost_fields(

@@ -20,7 +20,6 @@ import json
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,41 +31,8 @@ from alpaca_jobs.common import kinds
 from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.ops.record import load_record
 from alpaca_jobs.pipeline.spec import PLACEHOLDER, load_pipeline, resolve
+from alpaca_jobs.pipeline.state import Pipeline, StageRun, stage_state
 from alpaca_jobs.spec import load_spec
-
-PIPELINE_FILE = "pipeline.json"
-
-
-@dataclass
-class StageRun:
-    stage: str
-    run_id: str
-    run_dir: str
-    backend: str
-    job_id: str = ""
-    status: str = "PENDING"
-    reused: bool = False
-    url: str | None = None
-
-
-@dataclass
-class Pipeline:
-    id: str
-    spec_path: str
-    cluster: str
-    dir: Path
-    stages: dict[str, StageRun] = field(default_factory=dict)
-    values: dict[str, str] = field(default_factory=dict)
-    checks: dict[str, Any] = field(default_factory=dict)
-
-    def save(self) -> None:
-        from alpaca_jobs.common.files import atomic_write
-
-        self.dir.mkdir(parents=True, exist_ok=True)
-        body = {"id": self.id, "spec": self.spec_path, "cluster": self.cluster,
-                "stages": {k: vars(v) for k, v in self.stages.items()}, "values": self.values,
-                "checks": self.checks}
-        atomic_write(self.dir / PIPELINE_FILE, json.dumps(body, indent=1) + "\n")
 
 
 def run_pipeline(spec_path: str, cluster: str, pipeline_id: str | None, wait: bool,
@@ -142,7 +108,7 @@ class _Run:
                 b.cancel(h)
                 _wait_gone(b, h)
             for run in pipe.stages.values():
-                run.status = _state_of(run) if run.job_id else run.status
+                run.status = stage_state(run) if run.job_id else run.status
             pipe.save()
 
     def _cost_all(self) -> None:
@@ -365,14 +331,6 @@ def _wait_gone(backend, handle: JobHandle, timeout: float = 60) -> None:
 def _served_model(url: str) -> str:
     with urllib.request.urlopen(url + "/models", timeout=10) as r:
         return json.loads(r.read())["data"][0]["id"]
-
-
-def _state_of(run: StageRun) -> str:
-    try:
-        backend = get_backend(run.backend)
-        return backend.status(JobHandle.load(Path(run.run_dir)))
-    except Exception:  # noqa: BLE001 - a status line is best effort
-        return run.status
 
 
 def _tail(text: str, lines: int = 15) -> str:

@@ -2,31 +2,30 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from alpaca_jobs.common import kinds
 from alpaca_jobs.ops.record import RecordError, RunRecord, load_record
+from alpaca_jobs.pipeline.state import Pipeline
 
 log = logging.getLogger(__name__)
 
 
 def collect(pipeline_dir: Path) -> dict[str, Any]:
     """pipeline.json plus each stage's run record, as one JSON-able summary."""
-    pipe = json.loads((pipeline_dir / "pipeline.json").read_text())
+    pipe = Pipeline.load(pipeline_dir)
     stages = {}
-    for name, run in pipe["stages"].items():
-        rec = _record(Path(run["run_dir"]))
-        stages[name] = {"run_id": run["run_id"], "status": run["status"], "run_dir": run["run_dir"],
+    for name, run in pipe.stages.items():
+        rec = _record(Path(run.run_dir))
+        stages[name] = {"run_id": run.run_id, "status": run.status, "run_dir": run.run_dir,
                         "gpu_hours": rec.gpu_hours if rec else 0.0, "cpu_hours": rec.cpu_hours if rec else 0.0,
                         "compute_usd": rec.cost_usd if rec else 0.0, "api_usd": rec.api_cost_usd if rec else 0.0,
                         "wall_seconds": rec.wall_seconds if rec else 0.0, "record": rec.to_dict() if rec else None}
     total = {k: round(sum(s[k] for s in stages.values()), 6)
              for k in ("gpu_hours", "cpu_hours", "compute_usd", "api_usd", "wall_seconds")}
-    return {"id": pipe["id"], "cluster": pipe["cluster"], "stages": stages, "total": total,
-            "checks": pipe.get("checks", {})}
+    return {"id": pipe.id, "cluster": pipe.cluster, "stages": stages, "total": total, "checks": pipe.checks}
 
 
 def _record(run_dir: Path) -> RunRecord | None:
