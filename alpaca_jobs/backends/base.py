@@ -19,6 +19,7 @@ from typing import Any
 from alpaca_jobs.backends.states import State
 from alpaca_jobs.common.errors import UserError
 from alpaca_jobs.common.files import atomic_write
+from alpaca_jobs.common.statefiles import as_type, read_json
 from alpaca_jobs.spec import LoadedSpec
 
 HANDLE_FILE = "handle.json"
@@ -81,19 +82,14 @@ class JobHandle:
     def load(cls, run_dir: Path) -> JobHandle:
         """The handle ``submit`` saved in ``run_dir``; a HandleError naming the file (and the
         field) when there is none or it is damaged."""
-        from alpaca_jobs.common.statefiles import as_type, read_json
-
         path = Path(run_dir) / HANDLE_FILE
         fix = (f"it is what submit wrote about this job: restore it, or move {Path(run_dir).name} away "
                "(a job still running is not stopped by that: cancel it on the cluster by its id)")
         data = read_json(path, fix, HandleError)
         if data is None:
             raise HandleError(f"{path}: no such file; this run was never submitted from here")
-        handle = as_type(cls, data, str(path), HandleError, "a job handle (a JSON object)", fix)
-        empty = [f for f in ("run_id", "backend", "job_id", "run_dir") if not getattr(handle, f)]
-        if empty:
-            raise HandleError(f"{path}: {', '.join(empty)}: must not be empty; {fix}")
-        return handle
+        return as_type(cls, data, str(path), HandleError, "a job handle (a JSON object)", fix,
+                       nonempty=("run_id", "backend", "job_id", "run_dir"))
 
 
 

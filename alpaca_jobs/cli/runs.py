@@ -72,8 +72,6 @@ def collect_runs(runs_dir: Path, live: bool = True) -> list[RunRow]:
 
 
 def _row_of_handle(run_dir: Path, live: bool) -> RunRow | None:
-    import json
-
     from alpaca_jobs.backends import get_backend
     from alpaca_jobs.backends.base import JobHandle
     from alpaca_jobs.ops.record import load_record
@@ -92,10 +90,8 @@ def _row_of_handle(run_dir: Path, live: bool) -> RunRow | None:
     state = str(record_state(rec.status) if rec and rec.status != "running" else State.SUBMITTED)
     why = ""
     if live and (rec is None or rec.status == "running"):
-        try:
-            state = str(get_backend(handle.backend).status(handle))
-        except (UserError, OSError, json.JSONDecodeError) as exc:
-            state, why = str(State.UNKNOWN), f"{handle.backend} could not be asked: {exc}"
+        asked, why = ask_state(get_backend(handle.backend), handle)
+        state = str(asked)
     if rec is None:
         return RunRow(handle.run_id, kind, handle.backend, state, handle.submitted_at, why=why)
     return RunRow(handle.run_id, kind, handle.backend, state, rec.started_at, rec.gpu_hours, rec.total_cost_usd,
@@ -313,28 +309,28 @@ def status(run: str | None, runs_dir: str | None) -> None:
         _pipeline_status(pipe_dir)
         return
     backend, handle = find_run(run, runs_dir)
+    state, why = ask_state(backend, handle)
+    click.echo(f"{handle.run_id}: {state} ({handle.backend} job {handle.job_id})")
+    if why:
+        click.echo(f"{handle.run_id}: {why}", err=True)
     try:
+        backend.finalize(handle)  # adds what only the scheduler knows to the record, once it ended
         rec = load_record(Path(handle.run_dir))
-    except UserError as exc:  # the job may still be running: say what the scheduler says, then why
-        click.echo(f"{handle.run_id}: {_asked(backend, handle)} ({handle.backend} job {handle.job_id})")
+    except UserError as exc:  # the state above still stands; say why there is no report
         click.echo(f"{handle.run_id}: no report: {exc}", err=True)
         return
-    click.echo(f"{handle.run_id}: {_asked(backend, handle)} ({handle.backend} job {handle.job_id})")
-    backend.finalize(handle)  # adds what only the scheduler knows to the record, once it ended
-    rec = load_record(Path(handle.run_dir))
     if rec:
         click.echo(format_report(rec))
 
 
-def _asked(backend, handle) -> State:
-    """The job's state as its backend tells it; UNKNOWN (the reason on stderr) when it cannot."""
+def ask_state(backend, handle) -> tuple[State, str]:
+    """The job's state as its backend tells it and ''; UNKNOWN and why when it cannot be asked."""
     import json
 
     try:
-        return backend.status(handle)
+        return backend.status(handle), ""
     except (UserError, OSError, json.JSONDecodeError) as exc:
-        click.echo(f"{handle.run_id}: {handle.backend} could not be asked: {exc}", err=True)
-        return State.UNKNOWN
+        return State.UNKNOWN, f"{handle.backend} could not be asked: {exc}"
 
 
 def _pipeline_status(pipe_dir: Path) -> None:

@@ -38,18 +38,23 @@ def read_json(path: Path, fix: str, error: type[UserError] = UserError) -> Any |
 
 
 def as_type(typ: Any, data: Any, source: str, error: type[UserError] = UserError,
-            what: str = "a JSON object", fix: str = "") -> Any:
-    """``data`` (``what``: a JSON object) as a ``typ`` (a dataclass), every field checked;
-    ``error`` naming ``source``, each wrong or missing field and then ``fix`` otherwise."""
+            what: str = "a JSON object", fix: str = "", nonempty: tuple[str, ...] = ()) -> Any:
+    """``data`` (``what``: a JSON object) as a ``typ`` (a dataclass), every field checked and
+    those in ``nonempty`` not empty; ``error`` naming ``source``, each wrong or missing field
+    and then ``fix`` otherwise."""
     from pydantic import ValidationError
 
     tail = f"\n{source}: {fix}" if fix else ""
     if not isinstance(data, dict):
         raise error(f"{source}: not {what}, got {type(data).__name__}{tail}")
     try:
-        return _adapter(typ).validate_python(data)
+        value = _adapter(typ).validate_python(data)
     except ValidationError as exc:
         raise error("\n".join(_problem(source, err) for err in exc.errors()) + tail) from None
+    empty = [f for f in nonempty if not getattr(value, f)]
+    if empty:
+        raise error(f"{source}: {', '.join(empty)}: must not be empty{tail}")
+    return value
 
 
 @cache

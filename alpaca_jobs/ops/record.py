@@ -104,10 +104,8 @@ class RunRecord:
         naming ``source`` and every wrong or missing field otherwise."""
         if isinstance(data, dict) and "target_usd" not in data:  # an older writer's: its kind's budget
             data = {**data, "target_usd": _default_target(data.get("job"))}
-        rec = as_type(RunRecord, data, source, RecordError, "a run record (a JSON object)")
-        empty = [f for f in ("run_id", "job", "backend") if not getattr(rec, f)]
-        if empty:
-            raise RecordError(f"{source}: {', '.join(empty)}: must not be empty")
+        rec = as_type(RunRecord, data, source, RecordError, "a run record (a JSON object)",
+                      nonempty=("run_id", "job", "backend"))
         if rec.status not in STATUSES:
             raise RecordError(f"{source}: status: {rec.status!r} is not one of {', '.join(STATUSES)}")
         return rec
